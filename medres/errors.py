@@ -1,0 +1,98 @@
+"""Typed errors with stable reason codes.
+
+Every failure a user can cause (a bad file, a wrong option, an unsafe
+checkpoint) raises a subclass of :class:`MedresError`. The ``reason`` is a
+short, stable code that batch jobs write to their error tables and tests match
+on; the message names the file and says what to do about it.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class MedresError(Exception):
+    """Base class of every error medres raises for bad input or usage.
+
+    Args:
+        message: What went wrong and how to fix it.
+        path: The file or folder concerned, if any; prefixed to the message.
+    """
+
+    reason: str = "error"
+    default_message: str = "medres could not complete the request"
+
+    def __init__(self, message: str | None = None, *, path: str | PathLike[str] | None = None):
+        self.path = None if path is None else str(path)
+        self.detail = message or self.default_message
+        text = self.detail if self.path is None else f"{self.path}: {self.detail}"
+        super().__init__(text)
+
+    def one_line(self) -> str:
+        """The error as ``reason: message`` on one line, for tables and the CLI."""
+        return f"{self.reason}: {' '.join(str(self).split())}"
+
+
+class NotDicomError(MedresError):
+    reason = "not_dicom"
+    default_message = "not a DICOM file (no 'DICM' marker and no DICOM header)"
+
+
+class NotAnImageError(MedresError):
+    reason = "not_an_image"
+    default_message = "not a DICOM, NIfTI, PNG or JPEG file, nor a folder of DICOM files"
+
+
+class NoPixelDataError(MedresError):
+    reason = "no_pixel_data"
+    default_message = "the DICOM file holds no pixel data (e.g. a report, plan or DICOMDIR)"
+
+
+class TruncatedError(MedresError):
+    reason = "truncated"
+    default_message = "the file ends before its declared content; re-copy or re-export it"
+
+
+class CorruptError(MedresError):
+    reason = "corrupt"
+    default_message = "the file's content cannot be decoded"
+
+
+class UnsupportedTransferSyntaxError(MedresError):
+    reason = "unsupported_transfer_syntax"
+    default_message = "no installed decoder handles this transfer syntax"
+
+
+class UnsupportedPhotometricError(MedresError):
+    reason = "unsupported_photometric"
+    default_message = "this Photometric Interpretation is not supported"
+
+
+class TooLargeError(MedresError):
+    reason = "too_large"
+    default_message = "the image is larger than the size budget; raise size_budget if intended"
+
+
+class MixedSeriesError(MedresError):
+    reason = "mixed_series"
+    default_message = "the folder holds more than one series; point at a folder with one"
+
+
+class NonUniformSpacingError(MedresError):
+    reason = "non_uniform_spacing"
+    default_message = "slice spacing is not uniform (a missing or duplicated slice?)"
+
+
+class InconsistentGeometryError(MedresError):
+    reason = "inconsistent_geometry"
+    default_message = "slice geometry is inconsistent (orientation, size or a sheared stack)"
+
+
+class UnsafeCheckpointError(MedresError):
+    reason = "unsafe_checkpoint"
+    default_message = "only .safetensors checkpoints are loaded; pickles are never unpickled"
+
+
+class UsageError(MedresError):
+    reason = "usage"
+    default_message = "invalid arguments"

@@ -1,0 +1,46 @@
+"""One entry point for every image medres reads: :func:`read_image`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from medres.errors import NotAnImageError, TruncatedError
+from medres.io.budget import DEFAULT_SIZE_BUDGET
+from medres.io.detect import detect_format
+from medres.io.dicom import read_dicom_file
+from medres.io.image import Image
+from medres.io.nifti import read_nifti
+from medres.io.raster import read_raster
+from medres.io.series import read_dicom_series
+
+__all__ = ["Image", "read_image", "DEFAULT_SIZE_BUDGET"]
+
+_READERS = {"dicom": read_dicom_file, "nifti": read_nifti, "png": read_raster, "jpeg": read_raster}
+
+
+def read_image(path: str | os.PathLike[str], *, size_budget: int = DEFAULT_SIZE_BUDGET) -> Image:
+    """Read a DICOM file, a DICOM series folder, a NIfTI file or a PNG/JPEG into an ``Image``.
+
+    The format is recognised by content, not by extension. Pixel data is never
+    decoded before its size is checked against ``size_budget`` (bytes).
+
+    Raises:
+        MedresError: A subclass with a stable ``reason`` code for every bad input
+            (``not_dicom``, ``truncated``, ``too_large``, ``mixed_series``, ...).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_series(path, size_budget=size_budget)
+    try:
+        if not path.is_file():
+            raise NotAnImageError("no such file", path=path) if not path.exists() else NotAnImageError(
+                "not a regular file", path=path)
+        if path.stat().st_size == 0:
+            raise TruncatedError("the file is empty", path=path)
+        file_format = detect_format(path)
+    except OSError as error:
+        raise NotAnImageError(f"cannot open ({error.strerror or error})", path=path) from error
+    if file_format == "unknown":
+        raise NotAnImageError(path=path)
+    return _READERS[file_format](path, size_budget=size_budget)
