@@ -33,14 +33,16 @@ class MedresError(Exception):
         return f"{self.reason}: {' '.join(str(self).split())}"
 
 
+class NotFoundError(MedresError):
+    reason = "not_found"
+    default_message = "no such file or folder"
+
+
 class NotDicomError(MedresError):
     reason = "not_dicom"
-    default_message = "not a DICOM file (no 'DICM' marker and no DICOM header)"
-
-
-class NotAnImageError(MedresError):
-    reason = "not_an_image"
-    default_message = "not a DICOM, NIfTI, PNG or JPEG file, nor a folder of DICOM files"
+    default_message = (
+        "not a DICOM file (no 'DICM' marker, no DICOM header), nor a NIfTI, PNG or JPEG image"
+    )
 
 
 class NoPixelDataError(MedresError):
@@ -96,3 +98,33 @@ class UnsafeCheckpointError(MedresError):
 class UsageError(MedresError):
     reason = "usage"
     default_message = "invalid arguments"
+
+
+class UnknownModelError(MedresError):
+    reason = "unknown_model"
+    default_message = "no model is registered under this name; see medres.models.list_models()"
+
+
+class CheckpointMismatchError(MedresError):
+    reason = "checkpoint_mismatch"
+    default_message = "the checkpoint's tensors do not match the model's parameters"
+
+
+class InvalidModelCardError(MedresError):
+    reason = "invalid_model_card"
+    default_message = "the model card is missing or malformed"
+
+
+class DatasetLayoutError(MedresError):
+    reason = "dataset_layout"
+    default_message = "the folder is not laid out as the data set's publisher distributes it"
+
+
+class UnknownLabelError(MedresError):
+    reason = "unknown_label"
+    default_message = "a finding label is not one of the data set's labels"
+
+
+class PatientLeakageError(MedresError):
+    reason = "patient_leakage"
+    default_message = "a patient appears in more than one split, so evaluation would be optimistic"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medres.errors import NotAnImageError, TruncatedError
+from medres.errors import NotDicomError, NotFoundError, TruncatedError
 from medres.io.budget import DEFAULT_SIZE_BUDGET
 from medres.io.detect import detect_format
 from medres.io.dicom import read_dicom_file
@@ -33,14 +33,15 @@ def read_image(path: str | os.PathLike[str], *, size_budget: int = DEFAULT_SIZE_
     if path.is_dir():
         return read_dicom_series(path, size_budget=size_budget)
     try:
+        if not path.exists():
+            raise NotFoundError(path=path)
         if not path.is_file():
-            raise NotAnImageError("no such file", path=path) if not path.exists() else NotAnImageError(
-                "not a regular file", path=path)
+            raise NotDicomError("not a regular file", path=path)
         if path.stat().st_size == 0:
             raise TruncatedError("the file is empty", path=path)
         file_format = detect_format(path)
     except OSError as error:
-        raise NotAnImageError(f"cannot open ({error.strerror or error})", path=path) from error
+        raise NotFoundError(f"cannot open ({error.strerror or error})", path=path) from error
     if file_format == "unknown":
-        raise NotAnImageError(path=path)
+        raise NotDicomError(path=path)
     return _READERS[file_format](path, size_budget=size_budget)

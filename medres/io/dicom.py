@@ -82,11 +82,18 @@ def translate_errors(path: str | os.PathLike[str]) -> Iterator[None]:
         raise CorruptError(f"cannot decode ({type(error).__name__}: {message})", path=path) from error
 
 
-def read_dicom_dataset(path: str | os.PathLike[str]) -> Dataset:
-    """Parse a DICOM file's elements, deferring large values (pixel data) until accessed."""
+def read_dicom_dataset(path: str | os.PathLike[str], *, defer_pixels: bool = True) -> Dataset:
+    """Parse a DICOM file's elements.
+
+    Args:
+        path: The file.
+        defer_pixels: Leave large values (pixel data) on disk, for decisions
+            made from the header alone; ``False`` reads everything, for decoding.
+    """
+    defer_size = DEFER_LARGER_THAN if defer_pixels else None
     with translate_errors(path), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dataset = pydicom.dcmread(path, defer_size=DEFER_LARGER_THAN, force=_has_dicom_header(path))
+        dataset = pydicom.dcmread(path, defer_size=defer_size, force=_has_dicom_header(path))
     messages = [str(item.message) for item in caught]  # pydicom warns (never raises) on a cut-off file
     if any("End of file" in message or "truncat" in message.lower() for message in messages):
         raise TruncatedError("the file ends before its last element is complete", path=path)
@@ -143,9 +150,11 @@ def decode_frames(dataset: Dataset, path, *, size_budget: int) -> np.ndarray:
     check_size_budget(shape, max(1, (bits + 7) // 8), size_budget, path)
     if pixel_tag == "PixelData":
         _check_decoder_available(dataset, path)
-        _check_not_truncated(dataset, path)
+    with_pixels = read_dicom_dataset(path, defer_pixels=False)
+    if pixel_tag == "PixelData":
+        _check_not_truncated(with_pixels, path)
     with translate_errors(path):
-        pixels = dataset.pixel_array
+        pixels = with_pixels.pixel_array
     pixels = _to_luminance(pixels, dataset, photometric, samples, path)
     return pixels.reshape((frames, *pixels.shape[-2:]))
 
@@ -192,18 +201,17 @@ def _check_decoder_available(dataset: Dataset, path) -> None:
 
 
 def _check_not_truncated(dataset: Dataset, path) -> None:
-    """A deferred pixel element that runs past the end of the file is truncated."""
+    """Pixel data that declares more bytes than the file holds is truncated.
+
+    pydicom reads what is there without complaint, so the declared length is
+    compared with the bytes actually read.
+    """
     element = dataset.get_item("PixelData")
-    value_offset = getattr(element, "value_tell", None)
-    length = getattr(element, "length", None)
-    if value_offset is None or length in (None, 0xFFFFFFFF) or getattr(element, "value", 1) is not None:
-        return
-    file_size = os.path.getsize(path)
-    if value_offset + length > file_size:
-        raise TruncatedError(
-            f"pixel data declares {length} bytes but the file holds {max(file_size - value_offset, 0)}",
-            path=path,
-        )
+    length, value = getattr(element, "length", None), getattr(element, "value", None)
+    if length in (None, 0xFFFFFFFF) or value is None:
+        return  # encapsulated data with undefined length: the decoder finds the cut
+    if len(value) < length:
+        raise TruncatedError(f"pixel data declares {length} bytes but the file holds {len(value)}", path=path)
 
 
 def _to_luminance(pixels: np.ndarray, dataset: Dataset, photometric: str, samples: int, path) -> np.ndarray:
@@ -225,24 +233,52 @@ def apply_pixel_semantics(frames: np.ndarray, dataset: Dataset, path) -> np.ndar
         return frames.astype(np.float32, copy=False)
     with translate_errors(path):
         if frames.dtype.kind in "iu" and frames.dtype.itemsize <= 2:
-            first_value, table = value_lookup_table(dataset, frames.dtype)
-            return table[frames.astype(np.int32) - first_value] if first_value else table[frames]
+            return _apply_table(frames, *value_lookup_table(dataset, frames.dtype))
         values = transform_values(frames, dataset)
         return _invert_if_monochrome1(values, photometric)
 
 
-def value_lookup_table(dataset: Dataset, dtype: np.dtype) -> tuple[int, np.ndarray]:
+def value_lookup_table(dataset: Dataset, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Displayed value of every stored value of ``dtype``, through pydicom's LUT functions.
 
     Returns:
-        The first stored value the table covers and the float32 table.
+        The stored values (the table's domain) and the float32 table.
     """
     info = np.iinfo(dtype)
-    stored = np.arange(info.min, info.max + 1, dtype=np.int64 if info.min < 0 else np.uint32)
-    stored = stored.astype(dtype)
+    stored = np.arange(info.min, info.max + 1, dtype=np.int64).astype(dtype)
     photometric = str(dataset.get("PhotometricInterpretation", "")).strip().upper()
-    table = _invert_if_monochrome1(transform_values(stored, dataset), photometric)
-    return int(info.min), table
+    return stored, _invert_if_monochrome1(transform_values(stored, dataset), photometric)
+
+
+def _apply_table(frames: np.ndarray, stored: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Look pixels up in the table; as float arithmetic when the table is a clipped line.
+
+    Rescale and linear windows (nearly every file) give a clipped straight
+    line, which float arithmetic applies ~4x faster than a gather; the line is
+    fitted to pydicom's table and used only if it reproduces every entry.
+    """
+    line = _clipped_line(stored.astype(np.float64), table)
+    if line is None:
+        first = int(stored[0])
+        return table[frames.astype(np.int32) - first] if first else table[frames]
+    slope, intercept, low, high = line
+    values = frames.astype(np.float32)
+    values *= np.float32(slope)
+    values += np.float32(intercept)
+    return np.clip(values, low, high, out=values)
+
+
+def _clipped_line(domain: np.ndarray, table: np.ndarray) -> tuple[float, float, float, float] | None:
+    low, high = float(table.min()), float(table.max())
+    inside = np.flatnonzero((table > low) & (table < high))
+    if inside.size < 2:
+        return None
+    first, last = inside[0], inside[-1]
+    slope = (float(table[last]) - float(table[first])) / (domain[last] - domain[first])
+    intercept = float(table[first]) - slope * domain[first]
+    fitted = np.clip(domain * np.float32(slope) + np.float32(intercept), low, high)
+    tolerance = 1e-5 * max(abs(low), abs(high), 1.0)
+    return (slope, intercept, low, high) if np.abs(fitted - table).max() <= tolerance else None
 
 
 def transform_values(values: np.ndarray, dataset: Dataset) -> np.ndarray:

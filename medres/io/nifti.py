@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import zlib
 from pathlib import Path
 
@@ -10,8 +12,11 @@ import numpy as np
 
 from medres.errors import CorruptError, MedresError, TruncatedError
 from medres.io.budget import check_size_budget
+from medres.io.detect import GZIP_MAGIC
 from medres.io.geometry import to_closest_canonical, voxel_spacing
 from medres.io.image import Image
+
+NIFTI2_HEADER_BYTES = 540
 
 
 def read_nifti(path: str | Path, *, size_budget: int) -> Image:
@@ -21,18 +26,16 @@ def read_nifti(path: str | Path, *, size_budget: int) -> Image:
     modalities) becomes the channel axis. Scaling (scl_slope/scl_inter) is applied.
     """
     try:
-        image = nib.load(str(path))
-        shape = tuple(int(n) for n in image.shape)
-        check_size_budget(shape, 4, size_budget, path)
+        image = _load_by_content(Path(path), size_budget)
         data = np.asarray(image.dataobj, dtype=np.float32)
         affine = image.affine
     except MedresError:
         raise
     except (EOFError, zlib.error) as error:
         raise TruncatedError(f"the file ends early ({error})", path=path) from error
-    except Exception as error:  # nibabel raises ImageFileError, ValueError, OSError...
+    except Exception as error:  # nibabel raises HeaderDataError, ValueError, OSError...
         message = " ".join(str(error).split())[:300]
-        if "truncat" in message.lower() or "end of" in message.lower() or "buffer is too small" in message:
+        if any(word in message.lower() for word in ("truncat", "end of", "too small", "buffer size")):
             raise TruncatedError(f"the file ends early ({message})", path=path) from error
         raise CorruptError(f"cannot read as NIfTI ({type(error).__name__}: {message})", path=path) from error
     channels = _channel_first(data, path)
@@ -44,6 +47,24 @@ def read_nifti(path: str | Path, *, size_budget: int) -> Image:
         "header_intent": str(image.header.get_intent()[0]),
     }
     return Image(array, voxel_spacing(canonical_affine), canonical_affine, meta, "OT")
+
+
+def _load_by_content(path: Path, size_budget: int) -> nib.Nifti1Image:
+    """Parse the header, check the budget, then load; gzip and NIfTI-2 recognised by content.
+
+    nibabel picks a reader from the file extension; medres recognises formats by
+    content, so the single-file image is built from its bytes instead.
+    """
+    with open(path, "rb") as stream:
+        opener = gzip.open if stream.read(2) == GZIP_MAGIC else open
+    with opener(path, "rb") as stream:
+        head = stream.read(NIFTI2_HEADER_BYTES)
+        image_class = nib.Nifti2Image if head[4:7] in (b"n+2", b"ni2") else nib.Nifti1Image
+        header = image_class.header_class.from_fileobj(io.BytesIO(head))
+        itemsize = np.dtype(header.get_data_dtype()).itemsize
+        check_size_budget(header.get_data_shape(), max(itemsize, 4), size_budget, path)
+        content = head + stream.read()
+    return image_class.from_bytes(content)
 
 
 def _channel_first(data: np.ndarray, path) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from medres.errors import CorruptError, MedresError, NotAnImageError, TruncatedError
+from medres.errors import CorruptError, MedresError, TruncatedError
 from medres.io.budget import check_size_budget
 from medres.io.image import Image
 
@@ -35,7 +35,7 @@ def read_raster(path: str | Path, *, size_budget: int) -> Image:
     except MedresError:
         raise
     except UnidentifiedImageError as error:
-        raise NotAnImageError(path=path) from error
+        raise CorruptError("starts like a PNG/JPEG but Pillow cannot identify it", path=path) from error
     except PILImage.DecompressionBombError as error:
         raise CorruptError(f"refused by Pillow's decompression-bomb guard ({error})", path=path) from error
     except (OSError, SyntaxError, ValueError) as error:

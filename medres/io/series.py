@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from medres.errors import InconsistentGeometryError, MixedSeriesError, NotAnImageError
+from medres.errors import InconsistentGeometryError, MixedSeriesError, NotDicomError
 from medres.io.assemble import pixel_spacing, volume_from_slices
 from medres.io.budget import check_size_budget
 from medres.io.detect import looks_like_dicom
@@ -57,7 +57,7 @@ def read_dicom_series(folder: str | Path, *, size_budget: int) -> Image:
     folder = Path(folder)
     files = list_dicom_files(folder)
     if not files:
-        raise NotAnImageError("the folder holds no DICOM files", path=folder)
+        raise NotDicomError("the folder holds no DICOM files", path=folder)
     slices = [_read_slice(path) for path in files]
     _check_single_series(slices, folder)
     names = [item.path.name for item in slices]
