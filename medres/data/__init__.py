@@ -1,0 +1,1 @@
+"""Data sets: ChestX-ray14 index, synthetic data and DICOM writers."""
