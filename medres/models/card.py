@@ -1,0 +1,192 @@
+"""The model card: everything needed to feed a model and read its outputs.
+
+A card travels with the weights (inside the ``.safetensors`` metadata) so that
+training, batch scoring and the review app build the same preprocessing and
+apply the same thresholds from one source. It is plain data, JSON-serialisable,
+and tolerant of cards written by newer medres versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from medres import __version__ as MEDRES_VERSION
+from medres.errors import InvalidModelCardError, UsageError
+
+CXR14_LABELS: tuple[str, ...] = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+)
+"""The 14 ChestX-ray14 findings in the dataset's canonical order (= output order)."""
+
+TASKS: tuple[str, ...] = ("cxr", "seg", "vol")
+DEFAULT_THRESHOLD = 0.5
+IMAGENET_GRAY_NORMALIZATION: dict[str, Any] = {"kind": "imagenet_gray", "mean": 0.449, "std": 0.226}
+"""ImageNet's RGB mean/std averaged over channels, applied to a [0, 1] grayscale image."""
+
+# Fields a caller may override in ``create_model(name, **overrides)``; the rest
+# (name, task, spatial_dims, gradcam_layer) are fixed by the architecture.
+OVERRIDABLE_FIELDS: tuple[str, ...] = (
+    "labels", "in_channels", "input_size", "spacing", "normalization", "thresholds",
+    "training_data_fingerprint", "extra",
+)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model expects as input and what its outputs mean.
+
+    Attributes:
+        name: The registry name; ``create_model(card.name)`` rebuilds the architecture.
+        task: ``"cxr"`` (2D multi-label classifier), ``"seg"`` or ``"vol"``.
+        labels: Output names in output order (one logit / channel each).
+        in_channels: Input channels the first layer takes.
+        spatial_dims: 2 for radiographs, 3 for volumes.
+        input_size: The spatial size preprocessing resizes or crops to.
+        spacing: Target voxel spacing in mm for volumes; ``None`` for radiographs.
+        normalization: How intensities are scaled, e.g. ``{"kind": "imagenet_gray",
+            "mean": 0.449, "std": 0.226}`` for a [0, 1] grayscale input.
+        thresholds: Per-label probability thresholds; missing labels get 0.5, so a
+            trained model can carry calibrated operating points.
+        gradcam_layer: Dotted module name (for ``model.get_submodule``) whose output
+            is the feature map Grad-CAM weighs: the last spatial map before
+            pooling, never modified in place after the layer returns (so forward
+            and full backward hooks on it are safe; each factory's docstring says
+            whether the layer itself computes it in place). Empty when not applicable.
+        training_data_fingerprint: Identifies the training data (e.g. a hash of the
+            split index); empty for untrained models.
+        medres_version: The medres version that wrote the card.
+        extra: Free-form data, including fields from newer card versions.
+    """
+
+    name: str
+    task: str
+    labels: tuple[str, ...]
+    in_channels: int
+    spatial_dims: int
+    input_size: tuple[int, ...]
+    spacing: tuple[float, ...] | None = None
+    normalization: dict[str, Any] = field(default_factory=dict, hash=False)
+    thresholds: dict[str, float] = field(default_factory=dict, hash=False)
+    gradcam_layer: str = ""
+    training_data_fingerprint: str = ""
+    medres_version: str = MEDRES_VERSION
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # Frozen: normalise through object.__setattr__ so JSON lists become tuples
+        # and equality after a round trip holds.
+        set_field = object.__setattr__
+        set_field(self, "labels", tuple(str(label) for label in _as_sequence(self.labels, "labels")))
+        set_field(self, "input_size", tuple(int(size) for size in _as_sequence(self.input_size, "input_size")))
+        if self.spacing is not None:
+            set_field(self, "spacing", tuple(float(step) for step in _as_sequence(self.spacing, "spacing")))
+        set_field(self, "normalization", dict(_as_mapping(self.normalization, "normalization")))
+        set_field(self, "extra", dict(_as_mapping(self.extra, "extra")))
+        set_field(self, "thresholds", _complete_thresholds(self.labels, self.thresholds))
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.task not in TASKS:
+            raise InvalidModelCardError(f"task {self.task!r} is not one of {', '.join(TASKS)}")
+        if not self.labels or len(set(self.labels)) != len(self.labels):
+            raise InvalidModelCardError(f"labels must be non-empty and unique, got {self.labels}")
+        if self.in_channels < 1 or self.spatial_dims not in (2, 3):
+            raise InvalidModelCardError(
+                f"in_channels must be >= 1 and spatial_dims 2 or 3, got {self.in_channels}, {self.spatial_dims}"
+            )
+        if len(self.input_size) != self.spatial_dims or min(self.input_size) < 1:
+            raise InvalidModelCardError(f"input_size {self.input_size} needs {self.spatial_dims} positive sizes")
+        if self.spacing is not None and len(self.spacing) != self.spatial_dims:
+            raise InvalidModelCardError(f"spacing {self.spacing} needs {self.spatial_dims} values")
+
+    def to_json(self) -> str:
+        """The card as a JSON object (sorted keys, so equal cards give equal text)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelCard:
+        """Parse a card written by :meth:`to_json`, from this or a newer medres.
+
+        Keys this version does not know are kept in ``extra`` rather than refused,
+        so an older medres can still run a checkpoint written by a newer one; an
+        explicit ``extra`` entry of the same name wins.
+
+        Raises:
+            InvalidModelCardError: The text is not a JSON object, lacks a required
+                field or holds an invalid value.
+        """
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise InvalidModelCardError(f"the model card is not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise InvalidModelCardError("the model card must be a JSON object")
+        known = {card_field.name for card_field in dataclasses.fields(cls)}
+        unknown = {key: value for key, value in data.items() if key not in known}
+        arguments = {key: value for key, value in data.items() if key in known}
+        arguments["extra"] = {**unknown, **_as_mapping(arguments.get("extra", {}), "extra")}
+        missing = sorted(_required_fields(cls) - arguments.keys())
+        if missing:
+            raise InvalidModelCardError(f"the model card lacks required fields: {', '.join(missing)}")
+        try:
+            return cls(**arguments)
+        except (TypeError, ValueError) as error:
+            raise InvalidModelCardError(f"the model card holds an invalid value ({error})") from None
+
+    def with_overrides(self, **overrides: Any) -> ModelCard:
+        """A copy with some fields replaced, as ``create_model(name, **overrides)`` needs.
+
+        When ``labels`` change and ``thresholds`` are not given, thresholds are
+        rebuilt for the new labels (0.5 each) instead of keeping stale ones.
+
+        Raises:
+            UsageError: An override names a field fixed by the architecture or no
+                field at all.
+        """
+        not_allowed = sorted(set(overrides) - set(OVERRIDABLE_FIELDS))
+        if not_allowed:
+            raise UsageError(
+                f"cannot override {', '.join(not_allowed)} of model {self.name!r}; "
+                f"overridable card fields are: {', '.join(OVERRIDABLE_FIELDS)}"
+            )
+        if "labels" in overrides and "thresholds" not in overrides:
+            overrides["thresholds"] = {}
+        return dataclasses.replace(self, **overrides)
+
+
+def _required_fields(cls: type[ModelCard]) -> set[str]:
+    return {
+        card_field.name
+        for card_field in dataclasses.fields(cls)
+        if card_field.default is dataclasses.MISSING and card_field.default_factory is dataclasses.MISSING
+    }
+
+
+def _as_sequence(value: Any, field_name: str) -> Sequence[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidModelCardError(f"{field_name} must be a list or tuple, got {value!r}")
+    return value
+
+
+def _as_mapping(value: Any, field_name: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidModelCardError(f"{field_name} must be a mapping, got {value!r}")
+    return value
+
+
+def _complete_thresholds(labels: tuple[str, ...], thresholds: Any) -> dict[str, float]:
+    """Thresholds for every label in label order: given values, else 0.5."""
+    given = _as_mapping(thresholds, "thresholds")
+    strangers = sorted(set(given) - set(labels))
+    if strangers:
+        raise InvalidModelCardError(f"thresholds name labels the card does not have: {', '.join(strangers)}")
+    completed = {label: float(given.get(label, DEFAULT_THRESHOLD)) for label in labels}
+    out_of_range = [label for label, value in completed.items() if not 0.0 <= value <= 1.0]  # NaN fails too
+    if out_of_range:
+        raise InvalidModelCardError(f"thresholds must be probabilities in [0, 1]; check {', '.join(out_of_range)}")
+    return completed

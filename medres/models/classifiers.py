@@ -1,0 +1,250 @@
+"""CheXNet-style 2D chest X-ray classifiers: 1 grayscale channel in, 14 logits out.
+
+Every network is a MONAI network (``DenseNet121``, ``ResNet``); the only layers
+written here are the two bottleneck variants MONAI lacks (wide and
+pre-activation). Outputs are logits in :data:`CXR14_LABELS` order: the sigmoid
+belongs to the loss and to scoring, not to the model.
+
+ResNets use a stride-2 7x7 stem like torchvision and CheXNet (MONAI's default
+stride 1 costs 4x the FLOPs at 224x224) and bias-free shortcut projections, so
+their state-dict keys and shapes match torchvision's ResNets (apart from the
+1-channel ``conv1`` and the 14-way ``fc``).
+
+Grad-CAM and in-place operations: a hook on ``card.gradcam_layer`` must see a
+tensor that nothing modifies in place afterwards, or the stored activation
+changes under it and ``register_full_backward_hook`` raises. Each factory's
+docstring says how its layer's output is produced. Never hook a ResNet block's
+``act`` module: MONAI calls that one ReLU module two or three times per block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+from monai.networks.layers.factories import Conv
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.nets import DenseNet121, ResNet
+from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
+from torch import nn
+
+from medres.models.card import CXR14_LABELS, IMAGENET_GRAY_NORMALIZATION, ModelCard
+from medres.models.registry import attach_card, register_model
+
+DEFAULT_CXR_MODEL = "chexnet_resnet50"
+RESNET_WIDTHS: tuple[int, ...] = (64, 128, 256, 512)
+LayerSpec = str | tuple[str, dict[str, Any]]
+INPLACE_RELU: LayerSpec = ("relu", {"inplace": True})
+
+
+class WideResNetBottleneck(ResNetBottleneck):
+    """MONAI's bottleneck with the inner 1x1 and 3x3 convolutions ``width_factor`` times wider.
+
+    This is Wide ResNet-50-2 as torchvision builds it: the inner width doubles
+    (64 -> 128 in stage 1) while the block output keeps ResNet-50's
+    ``planes * 4`` channels. MONAI's ``widen_factor`` would instead widen every
+    stage's output too, a different and much larger network.
+    """
+
+    width_factor = 2
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        spatial_dims: int = 2,
+        stride: int = 1,
+        downsample: nn.Module | partial | None = None,
+        act: LayerSpec = INPLACE_RELU,
+        norm: LayerSpec = "batch",
+    ) -> None:
+        inner_width = planes * self.width_factor
+        super().__init__(in_planes, inner_width, spatial_dims, stride, downsample, act, norm)
+        # The parent sized conv3/bn3 for inner_width * 4 outputs; restore ResNet-50's output width.
+        conv_type = Conv[Conv.CONV, spatial_dims]
+        self.conv3 = conv_type(inner_width, planes * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes * self.expansion)
+
+
+class PreActResNetBottleneck(nn.Module):
+    """Pre-activation bottleneck (He et al. 2016, "Identity Mappings in Deep Residual Networks").
+
+    BN -> ReLU -> conv three times, then a plain addition with no ReLU after it,
+    so the identity path carries the signal unchanged from block to block. A
+    projection shortcut takes the pre-activated input, as in the paper, and is
+    a bare 1x1 convolution: the BN MONAI appends to projections is dropped.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        spatial_dims: int = 2,
+        stride: int = 1,
+        downsample: nn.Module | partial | None = None,
+        act: LayerSpec = INPLACE_RELU,
+        norm: LayerSpec = "batch",
+    ) -> None:
+        super().__init__()
+        conv_type = Conv[Conv.CONV, spatial_dims]
+        norm_layer = partial(get_norm_layer, name=norm, spatial_dims=spatial_dims)
+        self.bn1 = norm_layer(channels=in_planes)
+        self.conv1 = conv_type(in_planes, planes, kernel_size=1, bias=False)
+        self.bn2 = norm_layer(channels=planes)
+        self.conv2 = conv_type(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn3 = norm_layer(channels=planes)
+        self.conv3 = conv_type(planes, planes * self.expansion, kernel_size=1, bias=False)
+        self.act = get_act_layer(name=act)
+        self.downsample = downsample[0] if isinstance(downsample, nn.Sequential) else downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        preactivated = self.act(self.bn1(x))
+        shortcut = x if self.downsample is None else self.downsample(preactivated)
+        out = self.conv1(preactivated)
+        out = self.conv2(self.act(self.bn2(out)))
+        out = self.conv3(self.act(self.bn3(out)))
+        return out + shortcut
+
+
+class PreActResNet(ResNet):
+    """MONAI's ResNet plus the final BN -> ReLU that pre-activation blocks leave to the network.
+
+    Pre-activation blocks end on a bare addition, so the last block's output is
+    un-normalised; He et al. add one BN-ReLU before global pooling.
+    ``final_act`` is not in place, so its output is safe to hook for Grad-CAM.
+    """
+
+    def __init__(self, **resnet_options: Any) -> None:
+        super().__init__(**resnet_options)
+        final_channels = self.layer4[-1].conv3.out_channels
+        spatial_dims = resnet_options.get("spatial_dims", 3)
+        self.final_norm = get_norm_layer(name="batch", spatial_dims=spatial_dims, channels=final_channels)
+        self.final_act = nn.ReLU(inplace=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.conv1(x)))
+        if not self.no_max_pool:
+            x = self.maxpool(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.final_act(self.final_norm(x))
+        x = self.avgpool(x).flatten(1)
+        return x if self.fc is None else self.fc(x)
+
+
+def _cxr_card(name: str, gradcam_layer: str, input_size: tuple[int, int], overrides: dict[str, Any]) -> ModelCard:
+    """The default ChestX-ray14 card for ``name``, with caller overrides applied."""
+    default = ModelCard(
+        name=name,
+        task="cxr",
+        labels=CXR14_LABELS,
+        in_channels=1,
+        spatial_dims=2,
+        input_size=input_size,
+        normalization=dict(IMAGENET_GRAY_NORMALIZATION),
+        gradcam_layer=gradcam_layer,
+    )
+    return default.with_overrides(**overrides)
+
+
+def _monai_resnet(
+    card: ModelCard,
+    block: type[nn.Module],
+    layers: Sequence[int],
+    block_inplanes: Sequence[int] = RESNET_WIDTHS,
+    network_class: type[ResNet] = ResNet,
+) -> ResNet:
+    """A 2D MONAI ResNet shaped by the card, with torchvision's stem and shortcuts."""
+    return network_class(
+        block=block,
+        layers=list(layers),
+        block_inplanes=list(block_inplanes),
+        spatial_dims=2,
+        n_input_channels=card.in_channels,
+        conv1_t_size=7,
+        conv1_t_stride=2,
+        shortcut_type="B",
+        num_classes=len(card.labels),
+        feed_forward=True,
+        bias_downsample=False,
+    )
+
+
+def _resnet_classifier(name: str, layers: Sequence[int], overrides: dict[str, Any]) -> nn.Module:
+    card = _cxr_card(name, gradcam_layer="layer4", input_size=(224, 224), overrides=overrides)
+    return attach_card(_monai_resnet(card, ResNetBottleneck, layers), card)
+
+
+@register_model(task="cxr")
+def chexnet_resnet50(**overrides: Any) -> nn.Module:
+    """ResNet-50 (the default CXR model); 23.53M parameters for 14 labels, 1 channel.
+
+    Grad-CAM layer ``layer4``: its output comes from an in-place ReLU inside the
+    last block, but nothing modifies it after ``layer4`` returns, so forward and
+    full backward hooks on ``layer4`` are safe.
+    """
+    return _resnet_classifier("chexnet_resnet50", (3, 4, 6, 3), overrides)
+
+
+@register_model(task="cxr")
+def chexnet_resnet101(**overrides: Any) -> nn.Module:
+    """ResNet-101; Grad-CAM layer ``layer4`` (as for ResNet-50)."""
+    return _resnet_classifier("chexnet_resnet101", (3, 4, 23, 3), overrides)
+
+
+@register_model(task="cxr")
+def chexnet_resnet152(**overrides: Any) -> nn.Module:
+    """ResNet-152; Grad-CAM layer ``layer4`` (as for ResNet-50)."""
+    return _resnet_classifier("chexnet_resnet152", (3, 8, 36, 3), overrides)
+
+
+@register_model(task="cxr")
+def chexnet_wide_resnet50(**overrides: Any) -> nn.Module:
+    """Wide ResNet-50-2 (torchvision's ``wide_resnet50_2`` layout); Grad-CAM layer ``layer4``.
+
+    With 3 channels and 1000 classes it has exactly torchvision's 68,883,240
+    parameters (so ~66.8M is the count for 1 channel and 14 labels: 66,856,654).
+    """
+    card = _cxr_card("chexnet_wide_resnet50", gradcam_layer="layer4", input_size=(224, 224), overrides=overrides)
+    return attach_card(_monai_resnet(card, WideResNetBottleneck, (3, 4, 6, 3)), card)
+
+
+@register_model(task="cxr")
+def chexnet_preact_resnet50(**overrides: Any) -> nn.Module:
+    """Pre-activation ResNet-50; Grad-CAM layer ``final_act`` (the final BN-ReLU, not in place)."""
+    card = _cxr_card("chexnet_preact_resnet50", gradcam_layer="final_act", input_size=(224, 224), overrides=overrides)
+    network = _monai_resnet(card, PreActResNetBottleneck, (3, 4, 6, 3), network_class=PreActResNet)
+    return attach_card(network, card)
+
+
+@register_model(task="cxr")
+def chexnet_densenet121(**overrides: Any) -> nn.Module:
+    """DenseNet-121 as in CheXNet (Rajpurkar et al. 2017); 6.96M parameters.
+
+    Grad-CAM layer ``class_layers.relu``: the ReLU after ``features.norm5``, the
+    last spatial feature map before pooling. MONAI makes that ReLU in place,
+    which would overwrite ``norm5``'s output and break backward hooks, so it
+    is replaced by a non-in-place ReLU (it has no weights; checkpoints are
+    unaffected).
+    """
+    card = _cxr_card(
+        "chexnet_densenet121", gradcam_layer="class_layers.relu", input_size=(224, 224), overrides=overrides
+    )
+    network = DenseNet121(spatial_dims=2, in_channels=card.in_channels, out_channels=len(card.labels))
+    network.class_layers.relu = nn.ReLU(inplace=False)
+    return attach_card(network, card)
+
+
+@register_model(task="cxr")
+def chexnet_tiny(**overrides: Any) -> nn.Module:
+    """A 78k-parameter ResNet (one basic block per stage) for tests; input 128x128.
+
+    Grad-CAM layer ``layer4`` (same in-place note as ResNet-50).
+    """
+    card = _cxr_card("chexnet_tiny", gradcam_layer="layer4", input_size=(128, 128), overrides=overrides)
+    network = _monai_resnet(card, ResNetBlock, (1, 1, 1, 1), block_inplanes=(8, 16, 32, 64))
+    return attach_card(network, card)
