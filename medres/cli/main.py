@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from medres import __version__
-from medres.cli import demo, info
+from medres.cli import demo, info, prepare, train
 from medres.errors import MedresError
 
-SUBCOMMAND_MODULES = (demo, info)
+SUBCOMMAND_MODULES = (demo, info, prepare, train)
 EXIT_USAGE = 2
 
 
