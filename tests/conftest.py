@@ -35,3 +35,26 @@ def dicom_test_file(name: str) -> Path:
 @pytest.fixture(scope="session")
 def sample_data() -> Path:
     return SAMPLE_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_cxr_2k(tmp_path_factory) -> Path:
+    """2,000 synthetic NIH-layout chest X-rays at 128 px (generated once per test run)."""
+    from medres.data.synthetic import make_chestxray14
+
+    root = tmp_path_factory.mktemp("synthetic_cxr_2k")
+    make_chestxray14(root, 2000, seed=0, image_size=128)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_cxr_run(synthetic_cxr_2k, tmp_path_factory) -> Path:
+    """``chexnet_tiny`` trained once per test run through the CLI (cache, then train); the run folder."""
+    from medres.cli.main import main
+
+    cache = tmp_path_factory.mktemp("cxr_cache") / "cache_128"
+    run = tmp_path_factory.mktemp("trained_cxr") / "run"
+    assert main(["prepare", "cxr", "--data", str(synthetic_cxr_2k), "--size", "128", "--out", str(cache)]) == 0
+    assert main(["train", "cxr", "--data", str(synthetic_cxr_2k), "--cache", str(cache), "--out", str(run),
+                 "--model", "chexnet_tiny", "--epochs", "8", "--batch-size", "32", "--patience", "3"]) == 0
+    return run

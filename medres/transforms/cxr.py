@@ -76,7 +76,7 @@ class CxrInputTransform:
         self.seed = seed
 
     def __call__(self, stored: np.ndarray, index: int = 0, epoch: int = 0) -> torch.Tensor:
-        image = torch.from_numpy(np.ascontiguousarray(stored)).float().div_(255.0)[None]
+        image = torch.tensor(stored, dtype=torch.float32).div_(255.0)[None]  # copies: caches are read-only
         image = resize(image, self.input_size)
         if self.augmentation is not None:
             image = self._augment(image, np.random.default_rng((self.seed, epoch, index)))

@@ -1,0 +1,284 @@
+"""What ``medres eval cxr`` writes, and the published AUROCs its report is compared with.
+
+Outputs: ``report.md``, ``metrics.json``, ``predictions.csv``, ``roc_curves.png``
+and ``reliability.png``, each written to a temporary file in the same folder,
+fsynced and renamed into place, so a reader never sees half a report.
+:func:`render_report` reads only the JSON-safe metrics dict that is also
+written to ``metrics.json``, so every number in ``report.md`` can be traced to
+a machine-readable field. The published per-class AUROCs ship with the package
+(``published_auroc.csv``, sources in its ``#`` header lines); the report always
+states that their splits, and on synthetic folders their data, differ.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from medres.errors import UsageError
+from medres.metrics.cxr_plots import reliability_png, roc_curves_png
+
+if TYPE_CHECKING:
+    from medres.metrics.cxr_report import SplitPredictions
+
+PUBLISHED_FILE = "published_auroc.csv"
+PUBLISHED_TITLES: dict[str, str] = {
+    "chexnet_2017": "CheXNet 2017", "wang_2017_official_split": "Wang 2017 (official split)",
+    "arnoweng_reimpl": "arnoweng reimpl.", "jrzech_2022": "jrzech 2022", "zoogzog": "zoogzog",
+}
+THIS_EVALUATION = "this_evaluation"
+MISSING = "–"
+SYNTHETIC_WARNING = (
+    "> **SYNTHETIC DATA.** The data folder holds `README_SYNTHETIC.txt`: its images are generated, no real "
+    "patient is in them, and the numbers below say nothing about real chest X-rays. The comparison with "
+    "published results is meaningless on this data; it is shown only so the report's layout can be checked."
+)
+SPLIT_CAVEAT = (
+    "Published numbers come from other test sets: CheXNet used its own random 70/10/20 patient split, Wang et "
+    "al. 2017 NIH's official test list, the reimplementations a 22,433-image list of their own; label "
+    "versions and preprocessing differ too. Only the official lists form a shared benchmark (best official-split "
+    "results compiled by Xiao et al. 2022: about 0.80-0.83 mean AUROC). Differences of a few hundredths are "
+    "within what a different split alone produces."
+)
+
+
+@cache
+def _published_text() -> str:
+    return resources.files("medres.metrics").joinpath(PUBLISHED_FILE).read_text(encoding="utf-8")
+
+
+def load_published_auroc() -> tuple[pd.DataFrame, dict[str, str]]:
+    """The published per-class test AUROCs (labels x sources) and each source's citation.
+
+    Citations are the ``# key: text`` header lines of the CSV, so data and
+    sources live in one file.
+    """
+    text = _published_text()
+    table = pd.read_csv(io.StringIO(text), comment="#", index_col="label")
+    sources = {}
+    for line in text.splitlines():
+        key, _, citation = line.lstrip("# ").partition(": ")
+        if line.startswith("#") and key in table.columns:
+            sources[key] = citation.strip()
+    return table, sources
+
+
+def published_comparison(summary: dict[str, Any], labels: Sequence[str]) -> dict[str, Any]:
+    """This evaluation's per-class AUROC next to each published source, with means and citations."""
+    table, sources = load_published_auroc()
+    per_label = {
+        label: {THIS_EVALUATION: summary["per_label"][label]["auroc"],
+                **{source: (float(table.at[label, source]) if label in table.index else None)
+                   for source in table.columns}}
+        for label in labels
+    }
+    means = {THIS_EVALUATION: summary["mean_auroc"], **{source: float(table[source].mean()) for source in table}}
+    return {"per_label": per_label, "mean": means, "sources": sources, "caveat": SPLIT_CAVEAT}
+
+
+def make_output_folder(out: Path) -> None:
+    """Create the report folder, or raise a one-line error naming it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the output folder ({error.strerror or error})", path=out) from error
+
+
+def write_report_files(out: Path, metrics: dict[str, Any], evaluated: SplitPredictions,
+                       val: SplitPredictions) -> None:
+    """report.md, metrics.json, predictions.csv and the two PNGs, each written atomically."""
+    make_output_folder(out)
+    labels = list(metrics["summary"]["per_label"])
+    title = f"{evaluated.split} split" + (" - SYNTHETIC DATA" if metrics["setup"]["data"]["synthetic"] else "")
+    aurocs = {label: entry["auroc"] for label, entry in metrics["summary"]["per_label"].items()}
+    n_bins = metrics["calibration"]["n_bins"]
+    files = {
+        "metrics.json": json.dumps(metrics, indent=2, allow_nan=False).encode(),
+        "predictions.csv": predictions_table([evaluated] if evaluated is val else [evaluated, val], labels)
+        .to_csv(index=False).encode(),
+        "roc_curves.png": roc_curves_png(evaluated.targets, evaluated.probabilities, labels, aurocs, title),
+        "reliability.png": reliability_png(evaluated.targets, evaluated.probabilities, labels, n_bins, title),
+        "report.md": render_report(metrics).encode(),
+    }
+    for name, content in files.items():
+        write_bytes_atomically(out / name, content)
+
+
+def predictions_table(parts: Sequence[SplitPredictions], labels: Sequence[str]) -> pd.DataFrame:
+    """``image, patient_id, split`` and one probability column per label; no other identifiers."""
+    frames = []
+    for part in parts:
+        frame = part.table[["image", "patient_id"]].copy()
+        frame["split"] = part.split
+        frames.append(pd.concat([frame, pd.DataFrame(part.probabilities, columns=list(labels))], axis=1))
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_bytes_atomically(path: Path, content: bytes) -> None:
+    """Temp file in the same folder, fsync, ``os.replace``: readers see the old file or the new one."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise UsageError(f"cannot write ({error.strerror or error})", path=path) from error
+
+
+def render_report(metrics: dict[str, Any]) -> str:
+    """The whole report.md from the metrics dict (the content of metrics.json)."""
+    setup = metrics["setup"]
+    sections = [
+        f"# Chest X-ray classifier evaluation: `{setup['evaluated']['split']}` split",
+        SYNTHETIC_WARNING if setup["data"]["synthetic"] else "",
+        "Research use only; not for diagnosis.",
+        _setup_section(metrics),
+        _discrimination_section(metrics),
+        _thresholds_section(metrics),
+        _calibration_section(metrics),
+        _subgroup_section(metrics),
+        _published_section(metrics),
+    ]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def _setup_section(metrics: dict[str, Any]) -> str:
+    setup, summary = metrics["setup"], metrics["summary"]
+    checkpoint, data, evaluated = setup["checkpoint"], setup["data"], setup["evaluated"]
+    matches = {True: "matches the one the model was trained on",
+               False: "**differs** from the one the model was trained on: the evaluated images may overlap "
+                      "its training images, or the split settings differ",
+               None: "cannot be compared (the card records no training-data fingerprint)"}
+    lines = [
+        f"- Model `{checkpoint['model']}` (input {'x'.join(map(str, checkpoint['input_size']))}), checkpoint "
+        f"`{checkpoint['path']}`, SHA-256 `{checkpoint['sha256_before']}`",
+        f"- Data `{data['path']}`, labels {data['label_version']}, split {data['split_method']} "
+        f"({data['split_detail']}); {data['split_settings_source']}",
+        f"- The data index (fingerprint `{checkpoint['index_fingerprint']}`) "
+        f"{matches[checkpoint['index_matches_training']]}.",
+        f"- Evaluated: {evaluated['n_images']} images of {evaluated['n_patients']} patients"
+        + (f" ({evaluated['n_dropped_not_in_cache']} left out: not in the cache)"
+           if evaluated["n_dropped_not_in_cache"] else ""),
+        f"- Intervals: {round(summary['confidence'] * 100)} % {summary['ci_method']}, seed {setup['bootstrap_seed']}",
+    ]
+    return "## Setup\n\n" + "\n".join(lines)
+
+
+def _discrimination_section(metrics: dict[str, Any]) -> str:
+    summary, calibration = metrics["summary"], metrics["calibration"]
+    n_defined = len(summary["per_label"]) - len(metrics["undefined_labels"])
+    lines = [
+        "## Discrimination",
+        f"Mean AUROC **{_number(summary['mean_auroc'])}** {_interval(summary['mean_auroc_ci'])}, mean AUPRC "
+        f"{_number(summary['mean_auprc'])} {_interval(summary['mean_auprc_ci'])}, over the {n_defined} of "
+        f"{len(summary['per_label'])} labels that have both classes in this split.",
+    ]
+    if metrics["undefined_labels"]:
+        lines.append(f"Undefined (only one class in this split, reported as null and left out of the means): "
+                     f"{', '.join(metrics['undefined_labels'])}.")
+    rows = [[label, entry["n_positive"], entry["n_negative"], _number(entry["auroc"]), _interval(entry["auroc_ci"]),
+             _number(entry["auprc"]), _interval(entry["auprc_ci"]), _number(calibration["per_label"][label])]
+            for label, entry in summary["per_label"].items()]
+    lines.append(_table(["Label", "Positives", "Negatives", "AUROC", "95 % CI", "AUPRC", "95 % CI", "ECE"], rows))
+    lines.append("![ROC curves per label](roc_curves.png)")
+    return "\n\n".join(lines)
+
+
+def _thresholds_section(metrics: dict[str, Any]) -> str:
+    thresholds, setup = metrics["thresholds"], metrics["setup"]
+    written = ("written into the checkpoint's card (`thresholds` = Youden; both rules in `extra['thresholds']`)"
+               if setup["checkpoint"]["thresholds_written"] else "not written into the checkpoint")
+    lines = [
+        "## Operating points",
+        f"Thresholds chosen on the `{thresholds['split']}` split ({thresholds['n_images']} images): Youden J "
+        "(maximal sensitivity + specificity - 1) and the highest threshold with sensitivity >= 0.90; "
+        f"{written}. Sensitivity and specificity are measured on the `{setup['evaluated']['split']}` split.",
+    ]
+    if thresholds["undefined_labels"]:
+        lines.append(f"No threshold for {', '.join(thresholds['undefined_labels'])}: only one class on the "
+                     f"`{thresholds['split']}` split; the card keeps their previous thresholds.")
+    if thresholds["split"] == setup["evaluated"]["split"]:
+        lines.append("**Thresholds were chosen on the evaluated split itself, so these values are optimistic.**")
+    rows = []
+    for label, rules in thresholds["per_label"].items():
+        rows.append([label, *(_number(rules[rule][key]) for rule in ("youden", "sensitivity_90")
+                              for key in ("threshold", "sensitivity", "specificity"))])
+    header = ["Label", "Youden threshold", "Sensitivity", "Specificity", "Sens. 0.90 threshold", "Sensitivity",
+              "Specificity"]
+    lines.append(_table(header, rows))
+    return "\n\n".join(lines)
+
+
+def _calibration_section(metrics: dict[str, Any]) -> str:
+    calibration = metrics["calibration"]
+    return "\n\n".join([
+        "## Calibration",
+        f"Expected calibration error ({calibration['n_bins']} equal-width bins): "
+        f"{_number(calibration['pooled'])} over all labels pooled, {_number(calibration['mean_over_labels'])} "
+        "as the mean of the per-label values (table above).",
+        "![Reliability diagram](reliability.png)",
+    ])
+
+
+def _subgroup_section(metrics: dict[str, Any]) -> str:
+    subgroups = metrics["subgroups"]
+    summary_rows = [[row["attribute"], row["group"], row["n_images"], row["n_patients"], _number(row["mean_auroc"]),
+                     row["n_labels_defined"]] for row in subgroups]
+    names = [f"{row['attribute']} {row['group']}" for row in subgroups]
+    per_label_rows = [[label, *(_number(row["auroc"][label]) for row in subgroups)]
+                      for label in metrics["summary"]["per_label"]]
+    return "\n\n".join([
+        "## Subgroups",
+        "Mean AUROC over the labels defined in each subgroup (small subgroups often lack positives of rare labels; "
+        "compare means only between subgroups with the same labels defined). Age bands are half-open [low, high).",
+        _table(["Attribute", "Group", "Images", "Patients", "Mean AUROC", "Labels defined"], summary_rows),
+        "Per-label AUROC by subgroup:",
+        _table(["Label", *names], per_label_rows),
+    ])
+
+
+def _published_section(metrics: dict[str, Any]) -> str:
+    published, data = metrics["published"], metrics["setup"]["data"]
+    sources = list(published["sources"]) or [key for key in published["mean"] if key != THIS_EVALUATION]
+    rows = [[label, _number(values[THIS_EVALUATION]), *(_number(values[source]) for source in sources)]
+            for label, values in published["per_label"].items()]
+    rows.append(["**Mean**", _number(published["mean"][THIS_EVALUATION]),
+                 *(_number(published["mean"][source]) for source in sources)])
+    caveat = published["caveat"]
+    if data["synthetic"]:
+        caveat = "**This evaluation used SYNTHETIC data, so this comparison is meaningless.** " + caveat
+    elif data["split_method"] == "official_lists" and metrics["setup"]["evaluated"]["split"] == "test":
+        caveat += " This evaluation's test split is NIH's official test list, the same as Wang et al. 2017."
+    return "\n\n".join([
+        "## Comparison with published per-class AUROC",
+        caveat,
+        _table(["Label", "This evaluation", *(PUBLISHED_TITLES.get(source, source) for source in sources)], rows),
+        "Sources:\n\n" + "\n".join(f"- {PUBLISHED_TITLES.get(key, key)}: {text}"
+                                   for key, text in published["sources"].items()),
+    ])
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def _interval(bounds: Sequence[float | None]) -> str:
+    return MISSING if None in bounds else f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
