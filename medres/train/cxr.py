@@ -18,7 +18,7 @@ from medres.errors import UsageError
 from medres.metrics import per_label_metrics
 from medres.models import create_model, load_weights
 from medres.train.distributed import is_main_process
-from medres.train.loop import TrainConfig, autocast_context, fit
+from medres.train.loop import TrainConfig, autocast_context, fit, seed_everything
 from medres.transforms.cxr import DEFAULT_STORED_SIZE, Augmentation, CxrInputTransform
 
 LOGGER = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ def train_cxr(config: CxrTrainConfig, resume: bool = False) -> Path:
     run_dir = Path(config.out)
     index = load_chestxray14(config.data, val_fraction=config.val_fraction, seed=config.split_seed)
     cache = StoredImageCache(config.cache) if config.cache else None
+    seed_everything(config.loop.seed, config.loop.deterministic)  # same initial weights for the same seed
     model = build_model(config, index, cache.size if cache is not None else DEFAULT_STORED_SIZE)
     train, val = make_datasets(config, index, model.card)
     loss = bce_loss(train.labels, config.class_weighted)

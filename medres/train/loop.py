@@ -183,7 +183,7 @@ def fit(model: nn.Module, train_dataset: Any, validate: Callable[[nn.Module], di
         resume: Continue from ``run_dir/state.safetensors`` when it exists.
     """
     context = DistributedContext.from_environment()
-    _seed_everything(config)
+    seed_everything(config.seed, config.deterministic)
     model = context.prepare_model(model, config.channels_last)
     if isinstance(loss_fn, nn.Module):
         loss_fn = loss_fn.to(context.device)
@@ -270,14 +270,15 @@ def _save_state(path, model, optimizer, scheduler, scaler, progress, context) ->
         save_training_state(path, model, optimizer, asdict(progress), scheduler, scaler)
 
 
-def _seed_everything(config: TrainConfig) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (model initialisation included when called before it)."""
     import random
 
     import numpy as np
 
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    if config.deterministic:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
