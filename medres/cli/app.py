@@ -1,0 +1,90 @@
+"""``medres app``: start the Streamlit review app on a root folder and a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from medres.errors import NotFoundError, UsageError
+
+APP_RELATIVE_PATH = Path("apps") / "review.py"
+STOP_TIMEOUT_S = 10
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "app", help="review X-rays (Grad-CAM) and CT/MRI (segmentations) in a browser",
+        description="Start the Streamlit review app. Only files under --root are ever read (plus uploads). "
+        "Research use only, not for diagnosis.")
+    parser.add_argument("--root", type=Path, required=True, help="folder the app may browse")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="chest X-ray classifier (.safetensors)")
+    parser.add_argument("--seg-checkpoint", type=Path, help="segmentation model (.safetensors), optional")
+    parser.add_argument("--port", type=int, default=8501)
+    parser.add_argument("--address", default="localhost", help="interface to listen on (default: %(default)s)")
+    parser.add_argument("--upload-limit-mb", type=int, default=200)
+    parser.set_defaults(handler=run_app)
+
+
+def app_script() -> Path:
+    """``apps/review.py``, found next to the package (source checkout or editable install).
+
+    Raises:
+        NotFoundError: The app script is not there (e.g. a wheel without ``apps/``).
+    """
+    candidates = [Path(__file__).resolve().parents[2] / APP_RELATIVE_PATH, Path.cwd() / APP_RELATIVE_PATH]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise NotFoundError(f"the review app script is missing (looked for {', '.join(map(str, candidates))}); "
+                        "run from a source checkout of medres")
+
+
+def streamlit_command(args: argparse.Namespace) -> list[str]:
+    """The ``streamlit run`` command line for the parsed arguments."""
+    command = [sys.executable, "-m", "streamlit", "run", str(app_script()),
+               "--server.port", str(args.port), "--server.address", args.address,
+               "--server.maxUploadSize", str(args.upload_limit_mb), "--browser.gatherUsageStats", "false",
+               "--", "--root", str(args.root.resolve()), "--checkpoint", str(args.checkpoint.resolve()),
+               "--upload-limit-mb", str(args.upload_limit_mb)]
+    if args.seg_checkpoint is not None:
+        command += ["--seg-checkpoint", str(args.seg_checkpoint.resolve())]
+    return command
+
+
+def run_app(args: argparse.Namespace) -> int:
+    if not args.root.is_dir():
+        raise UsageError("--root must be an existing folder", path=args.root)
+    for checkpoint in (args.checkpoint, args.seg_checkpoint):
+        if checkpoint is not None and not checkpoint.is_file():
+            raise NotFoundError("checkpoint not found", path=checkpoint)
+    command = streamlit_command(args)
+    print(f"medres review app on http://{args.address}:{args.port} (Ctrl+C to stop). "
+          "Research use only, not for diagnosis.")
+    return run_until_stopped(command)
+
+
+def run_until_stopped(command: list[str]) -> int:
+    """Run the server; stop it too when this process is interrupted or terminated.
+
+    SIGTERM is turned into ``SystemExit`` so the ``finally`` below runs: otherwise
+    a service manager stopping ``medres app`` would leave the Streamlit server behind.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        return process.wait()
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _exit_on_signal(signal_number: int, _frame: object) -> None:
+    raise SystemExit(128 + signal_number)
