@@ -128,3 +128,8 @@ class UnknownLabelError(MedresError):
 class PatientLeakageError(MedresError):
     reason = "patient_leakage"
     default_message = "a patient appears in more than one split, so evaluation would be optimistic"
+
+
+class GeometryMismatchError(MedresError):
+    reason = "geometry_mismatch"
+    default_message = "an image and its label (or prediction) do not share one voxel grid; resample one onto the other"

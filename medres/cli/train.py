@@ -1,10 +1,11 @@
-"""``medres train cxr``: train a chest X-ray classifier (CheXNet recipe by default)."""
+"""``medres train cxr``: train a chest X-ray classifier (CheXNet recipe by default); ``seg``/``vol`` in train_volumes."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from medres.cli import train_volumes
 from medres.errors import UsageError
 
 
@@ -39,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cxr.add_argument("--val-fraction", type=float, default=0.1)
     cxr.add_argument("--init", type=Path, help="initial weights (.safetensors, strict key/shape check)")
     cxr.set_defaults(handler=run_cxr)
+    train_volumes.register_seg(tasks)
+    train_volumes.register_vol(tasks)
 
 
 def run_cxr(args: argparse.Namespace) -> int:

@@ -1,0 +1,176 @@
+"""3D models in the registry, checkpoints with their card, sliding-window inference and its fallbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+
+from medres.cli.main import main
+from medres.data.phantoms import PHANTOM_LABELS, make_ct_phantoms
+from medres.data.volumes import load_volume_dataset
+from medres.io import read_image
+from medres.models import create_model, list_models, load_checkpoint, save_checkpoint
+from medres.segment import inference
+from medres.segment.inference import (
+    SlidingWindowSettings,
+    count_windows,
+    mirror_flips,
+    run_with_memory_fallback,
+    segment_image,
+    window_predictor,
+)
+
+CT_NORMALIZATION = {"kind": "per_channel",
+                    "channels": [{"kind": "ct_clip_zscore", "clip_low": -100.0, "clip_high": 300.0,
+                                  "mean": 60.0, "std": 60.0}]}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small 3D passes gain nothing from a second thread on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> Path:
+    return make_ct_phantoms(tmp_path_factory.mktemp("phantoms"), 3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny U-Net with a phantom-like card (its labels are noise, its geometry is not)."""
+    torch.manual_seed(0)
+    model = create_model("resunet3d_tiny", labels=PHANTOM_LABELS, spacing=(4.0, 4.0, 5.0),
+                         normalization=CT_NORMALIZATION, extra={"mirror_axes": [0, 1, 2]})
+    return save_checkpoint(model, tmp_path_factory.mktemp("untrained") / "tiny.safetensors")
+
+
+def test_registry_has_the_3d_models():
+    assert {"resunet3d", "resunet3d_tiny"} <= set(list_models("seg"))
+    assert {"resnet3d_18", "resnet3d_50", "resnet3d_tiny"} <= set(list_models("vol"))
+
+
+@pytest.mark.parametrize("name, labels, output_shape", [
+    ("resunet3d", ("background", "liver"), (1, 2, 32, 32, 32)),
+    ("resunet3d_tiny", PHANTOM_LABELS, (1, 4, 32, 32, 32)),
+    ("resnet3d_18", ("a", "b"), (1, 2)),
+    ("resnet3d_50", ("a",), (1, 1)),
+    ("resnet3d_tiny", ("a",), (1, 1)),
+])
+def test_forward_shapes_follow_the_card(name, labels, output_shape):
+    model = create_model(name, labels=labels).eval()
+    assert model.card.spatial_dims == 3 and model.card.spacing is not None
+    with torch.no_grad():
+        assert tuple(model(torch.zeros(1, 1, 32, 32, 32)).shape) == output_shape
+
+
+def test_checkpoint_round_trip_keeps_the_volume_card(untrained_checkpoint):
+    model = load_checkpoint(untrained_checkpoint)
+    assert model.card.spacing == (4.0, 4.0, 5.0) and model.card.normalization == CT_NORMALIZATION
+    assert model.card.labels == PHANTOM_LABELS and model.card.extra["mirror_axes"] == [0, 1, 2]
+
+
+def test_count_windows_matches_monai():
+    calls = []
+    volume = torch.zeros(1, 1, 70, 50, 20)
+    sliding_window_inference(volume, (32, 32, 16), 1, lambda w: calls.append(1) or w, overlap=0.5)
+    assert count_windows((70, 50, 20), (32, 32, 16), 0.5) == len(calls)
+
+
+def test_mirroring_tta_of_an_equivariant_model_changes_nothing():
+    assert len(mirror_flips((0, 1, 2))) == 8 and mirror_flips(()) == [()]
+    model = torch.nn.Conv3d(1, 2, 1)
+    windows = torch.randn(2, 1, 8, 8, 8)
+    plain = window_predictor(model, torch.device("cpu"), "fp32")(windows)
+    mirrored = window_predictor(model, torch.device("cpu"), "fp32", mirror_flips((0, 1, 2)))(windows)
+    torch.testing.assert_close(plain, mirrored)
+
+
+def fake_out_of_memory(failures: dict[tuple[str, int], int], log: list):
+    def run(device: torch.device, batch: int) -> torch.Tensor:
+        log.append((device.type, batch))
+        if failures.get((device.type, batch), 0):
+            failures[(device.type, batch)] -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return torch.ones(1)
+    return run
+
+
+def test_out_of_memory_halves_the_batch_then_moves_to_cpu():
+    log, notes = [], []
+    failures = {("cuda", 4): 1, ("cuda", 2): 1, ("cuda", 1): 1}
+    run_with_memory_fallback(fake_out_of_memory(failures, log), torch.device("cuda"), 4, notes)
+    assert log == [("cuda", 4), ("cuda", 2), ("cuda", 1), ("cpu", 4)]
+    assert "2 window(s) per batch" in notes[0] and "running on the CPU" in notes[-1]
+
+
+def test_out_of_memory_on_the_cpu_is_not_retried():
+    with pytest.raises(torch.OutOfMemoryError):
+        run_with_memory_fallback(fake_out_of_memory({("cpu", 2): 1}, []), torch.device("cpu"), 2, [])
+
+
+def test_segment_image_survives_an_injected_gpu_out_of_memory(monkeypatch, untrained_checkpoint, phantoms):
+    """A fake GPU: the first two attempts on 'cuda' run out of memory, then it halves to 1 and finishes there."""
+    real_windows, attempts = inference.sliding_window_logits, []
+
+    def windows_on_a_small_gpu(model, volume, roi, device, batch, *args, **kwargs):
+        attempts.append((device.type, batch))
+        if device.type == "cuda" and batch > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real_windows(model, volume, roi, torch.device("cpu"), batch, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "place_model", lambda model, device: None)
+    monkeypatch.setattr(inference, "sliding_window_logits", windows_on_a_small_gpu)
+    model = load_checkpoint(untrained_checkpoint)
+    image = read_image(load_volume_dataset(phantoms).training[0].images[0])
+    result = segment_image(model, image, SlidingWindowSettings(device="cuda", sw_batch_size=4, precision="fp32"))
+    assert attempts == [("cuda", 4), ("cuda", 2), ("cuda", 1)]
+    assert len(result.notes) == 2 and "out of cuda memory" in result.notes[0]
+    assert np.asarray(result).shape == image.spatial_shape and result.labels.dtype == np.uint8
+
+
+def test_segment_cli_writes_on_the_input_grid_of_a_non_ras_nifti(untrained_checkpoint, phantoms, tmp_path, capsys):
+    source = load_volume_dataset(phantoms).training[1].images[0]  # stored LPS
+    assert "".join(nib.aff2axcodes(nib.load(source).affine)) == "LPS"
+    assert main(["segment", str(source), "--checkpoint", str(untrained_checkpoint), "--out", str(tmp_path),
+                 "--sw-batch-size", "2", "--tta"]) == 0
+    assert "volumes:" in capsys.readouterr().out
+    written, original = nib.load(tmp_path / "segmentation.nii.gz"), nib.load(source)
+    assert np.array_equal(written.affine, original.affine) and written.shape == original.shape
+    assert written.get_data_dtype() == np.uint8
+    assert np.array_equal(written.header.get_qform(), original.header.get_qform())
+    summary = (tmp_path / "volumes.json").read_text()
+    assert "label_volumes_ml" in summary and "liver" in summary
+
+
+def test_segment_cli_refuses_bad_requests(untrained_checkpoint, phantoms, tmp_path, capsys):
+    source = load_volume_dataset(phantoms).training[0].images[0]
+    assert main(["segment", str(source), "--checkpoint", str(untrained_checkpoint), "--out", str(tmp_path),
+                 "--dicom-seg"]) == 1
+    assert "needs a DICOM series folder" in capsys.readouterr().err
+    classifier = save_checkpoint(create_model("resnet3d_tiny"), tmp_path / "vol.safetensors")
+    assert main(["segment", str(source), "--checkpoint", str(classifier), "--out", str(tmp_path)]) == 1
+    assert "segmentation checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["segment"], ["train", "seg"], ["train", "vol"], ["eval", "seg"]])
+def test_help(command):
+    with pytest.raises(SystemExit) as caught:
+        main([*command, "--help"])
+    assert caught.value.code == 0
+
+
+def test_train_seg_refuses_a_patch_the_unet_cannot_halve(phantoms, tmp_path, capsys):
+    assert main(["train", "seg", "--data", str(phantoms), "--out", str(tmp_path), "--model", "resunet3d_tiny",
+                 "--patch", "50", "48", "32", "--no-progress"]) == 1
+    assert "must be a multiple of 8" in capsys.readouterr().err
+    assert main(["train", "seg", "--data", str(phantoms), "--out", str(tmp_path), "--mirror-axes", "3"]) == 1
+    assert "--mirror-axes" in capsys.readouterr().err
