@@ -237,7 +237,7 @@ def paint_consolidation(canvas: Canvas) -> Box:
 
 def paint_pneumonia(canvas: Canvas) -> Box:
     """A soft-edged, mottled (finely blotchy) opacity in one lower lung zone."""
-    anatomy, rng, side = canvas.anatomy, canvas.rng, _side(canvas)
+    rng, side = canvas.rng, _side(canvas)
     center = point_in_lung(canvas, side, (0.1, 0.5), (-0.3, 0.3))
     region = ellipse(canvas, *center, rng.uniform(0.065, 0.085), rng.uniform(0.075, 0.1), softness=0.02)
     region = region * canvas.lungs[side]

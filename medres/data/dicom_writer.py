@@ -147,3 +147,31 @@ def _set_pixels(dataset: Dataset, pixels: np.ndarray, photometric: str, *, signe
     dataset.HighBit = dataset.BitsStored - 1
     dataset.PixelRepresentation = int(signed)
     dataset.PixelData = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes()
+
+
+def radiograph_from_png(
+    png_path: Path,
+    dicom_path: Path,
+    *,
+    uid_seed: str,
+    modality: str = "DX",
+    photometric: str = "MONOCHROME2",
+    view_position: str = "PA",
+    body_part: str = "CHEST",
+    identifiers: dict[str, str] | None = None,
+) -> Path:
+    """Wrap an 8-bit grayscale PNG as a 12-bit projection radiograph DICOM (synthetic PACS exports).
+
+    MONOCHROME1 stores the inverted values, so medres must invert them back.
+    """
+    from PIL import Image as PILImage
+
+    brightness = np.asarray(PILImage.open(png_path).convert("L"), dtype=np.float64) / 255.0
+    if photometric == "MONOCHROME1":
+        brightness = 1.0 - brightness
+    stored = np.round(brightness * 4095).astype(np.uint16)
+    dataset = projection_dataset(stored, uid_seed=uid_seed, modality=modality, photometric=photometric,
+                                 window=(2048, 4096), view_position=view_position, body_part=body_part,
+                                 identifiers=identifiers)
+    dataset.BitsStored, dataset.HighBit = 12, 11
+    return write_dicom(dataset, dicom_path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from medres.atomic import write_text_atomically, write_with_atomically
 from medres.data.volumes import VolumeCase, VolumeDataset, label_volume, read_case
 from medres.models.card import ModelCard
 from medres.transforms.volume import (
@@ -152,14 +152,10 @@ class PreprocessedCases:
 
 
 def _save_array_atomically(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary name, then rename: torchrun ranks may preprocess the same case at once."""
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(temporary, array)
-    os.replace(temporary, path)
+    """torchrun ranks may preprocess the same case at once: each writes its own temporary file."""
+    write_with_atomically(path, lambda temporary: np.save(temporary, array))
 
 
 def _write_text_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    write_text_atomically(path, text)

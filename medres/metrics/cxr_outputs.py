@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import secrets
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from medres import atomic
 from medres.errors import UsageError
 from medres.metrics.cxr_plots import reliability_png, roc_curves_png
 
@@ -124,16 +123,10 @@ def predictions_table(parts: Sequence[SplitPredictions], labels: Sequence[str]) 
 
 
 def write_bytes_atomically(path: Path, content: bytes) -> None:
-    """Temp file in the same folder, fsync, ``os.replace``: readers see the old file or the new one."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    """Write a report file atomically; an unwritable folder is a one-line usage error."""
     try:
-        with open(temporary, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        atomic.write_bytes_atomically(path, content)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise UsageError(f"cannot write ({error.strerror or error})", path=path) from error
 
 

@@ -11,11 +11,8 @@ can execute code while it loads, so it is refused outright, whatever its name.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
@@ -28,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medres import __version__ as MEDRES_VERSION
+from medres.atomic import write_with_atomically
 from medres.errors import (
     CheckpointMismatchError,
     CorruptError,
@@ -269,26 +267,7 @@ def _checkpoint_metadata(card: ModelCard, aliases: dict[str, str], extra: Mappin
 
 def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Temp file in the same folder -> fsync -> ``os.replace`` -> fsync the folder."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; skipped where folders cannot be opened or synced (Windows)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    write_with_atomically(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
 def _read_safetensors_header(path: Path) -> dict[str, Any]:

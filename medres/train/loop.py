@@ -16,7 +16,6 @@ import contextlib
 import csv
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from medres.atomic import atomic_output
 from medres.errors import MedresError
 from medres.models.checkpoint import save_checkpoint
 from medres.train.distributed import DistributedContext, unwrap
@@ -257,12 +257,10 @@ def _record_epoch(model, results, train_loss, optimizer, config, progress, conte
 def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite the per-epoch table from the saved history (atomic; no duplicate rows on resume)."""
     columns = list(dict.fromkeys(key for row in history for key in row))
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as stream:
+    with atomic_output(path, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
-    os.replace(temporary, path)
 
 
 def _save_state(path, model, optimizer, scheduler, scaler, progress, context) -> None:
