@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cxr.add_argument("--checkpoint-every", type=int, default=0, help="also save resumable state every N steps")
     cxr.add_argument("--val-fraction", type=float, default=0.1)
     cxr.add_argument("--init", type=Path, help="initial weights (.safetensors, strict key/shape check)")
+    cxr.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     cxr.set_defaults(handler=run_cxr)
     train_volumes.register_seg(tasks)
     train_volumes.register_vol(tasks)
@@ -61,7 +62,7 @@ def run_cxr(args: argparse.Namespace) -> int:
                            precision=args.precision, channels_last=args.channels_last,
                            grad_accumulation=args.grad_accumulation, workers=args.workers, seed=args.seed,
                            deterministic=args.deterministic, early_stopping_patience=args.patience,
-                           checkpoint_every_steps=args.checkpoint_every)
+                           checkpoint_every_steps=args.checkpoint_every, progress=args.progress)
         config = CxrTrainConfig(data=str(args.data), out=str(args.out), model=args.model,
                                 cache=str(args.cache) if args.cache else None, val_fraction=args.val_fraction,
                                 augment=args.augment, class_weighted=args.class_weighted,
