@@ -56,6 +56,7 @@ def build_model(config: CxrTrainConfig, index: ChestXray14Index, stored_size: in
                  "extra": {"stored_size": stored_size, "split_method": index.split_method}}
     if config.input_size:
         overrides["input_size"] = (config.input_size, config.input_size)
+    seed_everything(config.loop.seed, config.loop.deterministic)  # same initial weights for the same seed
     model = create_model(config.model, **overrides)
     if config.init:
         load_weights(model, config.init, strict=True)
@@ -124,7 +125,6 @@ def train_cxr(config: CxrTrainConfig, resume: bool = False) -> Path:
     run_dir = Path(config.out)
     index = load_chestxray14(config.data, val_fraction=config.val_fraction, seed=config.split_seed)
     cache = StoredImageCache(config.cache) if config.cache else None
-    seed_everything(config.loop.seed, config.loop.deterministic)  # same initial weights for the same seed
     model = build_model(config, index, cache.size if cache is not None else DEFAULT_STORED_SIZE)
     train, val = make_datasets(config, index, model.card)
     loss = bce_loss(train.labels, config.class_weighted)

@@ -30,7 +30,7 @@ from medres.metrics import dice
 from medres.models import create_model, load_weights
 from medres.segment.inference import sliding_window_logits
 from medres.train.distributed import is_main_process
-from medres.train.loop import TrainConfig, fit
+from medres.train.loop import TrainConfig, fit, seed_everything
 
 
 def default_seg_loop() -> TrainConfig:
@@ -92,6 +92,7 @@ def build_seg_model(config: SegTrainConfig, dataset: VolumeDataset, fingerprint:
                            "channel_names": list(dataset.channel_names)}}
     if config.patch_size:
         overrides["input_size"] = tuple(config.patch_size)
+    seed_everything(config.loop.seed, config.loop.deterministic)  # same initial weights for the same seed
     model = create_model(config.model, **overrides)
     if model.card.task != "seg":
         raise UsageError(f"model {config.model!r} is a {model.card.task!r} model; pick a seg model such as resunet3d")

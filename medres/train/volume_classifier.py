@@ -27,7 +27,7 @@ from medres.metrics import per_label_metrics
 from medres.models import create_model, load_weights
 from medres.train.cxr import bce_loss, predict_probabilities
 from medres.train.distributed import is_main_process
-from medres.train.loop import TrainConfig, fit
+from medres.train.loop import TrainConfig, fit, seed_everything
 from medres.train.segmentation import split_cases
 
 
@@ -79,6 +79,7 @@ def build_vol_model(config: VolTrainConfig, dataset: VolumeDataset, label_names:
                  "extra": {"modality": dataset.modality, "mirror_axes": list(config.mirror_axes)}}
     if config.input_size:
         overrides["input_size"] = tuple(config.input_size)
+    seed_everything(config.loop.seed, config.loop.deterministic)  # same initial weights for the same seed
     model = create_model(config.model, **overrides)
     if model.card.task != "vol":
         raise UsageError(f"model {config.model!r} is a {model.card.task!r} model; pick a vol model such as resnet3d_18")
