@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from medres import __version__
-from medres.cli import demo, info, prepare, train
+from medres.cli import app, demo, evaluate, info, prepare, score, segment, train
 from medres.errors import MedresError
 
-SUBCOMMAND_MODULES = (demo, info, prepare, train)
+SUBCOMMAND_MODULES = (app, demo, evaluate, info, prepare, score, segment, train)
 EXIT_USAGE = 2
 
 

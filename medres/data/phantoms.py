@@ -85,7 +85,7 @@ def random_anatomy(rng: np.random.Generator, splenomegaly: bool) -> PhantomAnato
     spleen at positive x, mirrored against real anatomy. The layout is
     self-consistent for every test here; moving the organs to their real sides
     put the DICOM SEG liver-centroid test past its one-voxel bound, so that fix
-    is still open. an enlarged spleen (splenomegaly) is 1.45x in every axis.
+    is still open. An enlarged spleen (splenomegaly) is 1.45x in every axis.
     HU: air -1000, body 0-25 (a fat/muscle mix, kept below the spleen's 45 so
     the spleen stays visible under 8 HU noise), liver 60, spleen 45, kidneys
     150 (enhancing cortex), spine 700 (unlabelled).

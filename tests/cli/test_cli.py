@@ -39,15 +39,6 @@ def test_help_everywhere(command):
     assert caught.value.code == 0
 
 
-def test_demo_reads_every_sample(capsys):
-    assert main(["demo"]) == 0
-    output = capsys.readouterr().out
-    assert "synthetic" in output
-    for name in ("chest.png", "cr_chest_monochrome1.dcm", "ct_series", "volume_oblique.nii.gz"):
-        assert name in output
-    assert "refused" not in output
-
-
 def test_console_script_and_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "medres", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("medres ")
