@@ -1,0 +1,71 @@
+"""``--heatmaps``: Grad-CAM PNGs for the classes each image is called positive for.
+
+The maps come from :func:`medres.explain.explain` (Grad-CAM on the card's
+``gradcam_layer``); this module only decides which classes to explain and
+where the PNGs go: ``heatmaps/<sop_pseudonym>/<Label>.png``, an 8-bit map on
+the model's input grid (0 = no evidence, 255 = the class probability's peak,
+as ``medres.explain`` scales it), named by pseudonym so no identifier reaches
+a file name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+from torch import nn
+
+from medres.errors import UsageError
+from medres.models.card import ModelCard
+
+
+class HeatmapWriter:
+    """Writes Grad-CAM PNGs for positive calls, batch by batch."""
+
+    def __init__(self, folder: Path, explain: Callable[..., Any]) -> None:
+        self.folder, self.explain = folder, explain
+
+    def write(self, model: nn.Module, inputs: torch.Tensor, rows: Sequence[dict[str, Any]], card: ModelCard) -> int:
+        """Explain each image's positive classes; returns the number of PNGs written."""
+        written = 0
+        for index, row in enumerate(rows):
+            positives = [position for position, label in enumerate(card.labels) if row.get(f"call_{label}")]
+            if not positives:
+                continue
+            result = self.explain(model, inputs[index : index + 1].float(), targets=[positives], method="gradcam")
+            maps = result.normalized[0].detach().float().cpu().numpy()
+            for position, heatmap in zip(positives, maps):
+                self._save(row["sop_pseudonym"], card.labels[position], heatmap)
+                written += 1
+        return written
+
+    def _save(self, pseudonym: str, label: str, heatmap: np.ndarray) -> None:
+        folder = self.folder / (pseudonym or "unknown")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{label}.png"
+        temporary = folder / f".medres-tmp-{secrets.token_hex(6)}.png"
+        pixels = np.clip(np.round(heatmap * 255.0), 0, 255).astype(np.uint8)
+        PILImage.fromarray(pixels).save(temporary, format="PNG")
+        os.replace(temporary, path)
+
+
+def heatmap_writer(folder: Path) -> HeatmapWriter:
+    """A writer using ``medres.explain``, or a clear error while that module is not there.
+
+    Raises:
+        UsageError: ``medres.explain.explain`` cannot be imported.
+    """
+    try:
+        explain = importlib.import_module("medres.explain").explain
+    except (ImportError, AttributeError):
+        raise UsageError("--heatmaps is not available yet: medres.explain (Grad-CAM) is not installed "
+                         "in this medres; run without --heatmaps") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    return HeatmapWriter(folder, explain)

@@ -1,0 +1,237 @@
+"""Batch scoring of a folder: walk -> decoder workers -> batched model -> journal -> tables.
+
+The main process walks the folder (sorted, streaming) and hands each file to
+a pool of decoder processes, keeping a bounded number in flight; prepared
+inputs are gathered into batches and run through the model under autocast
+(bf16 on capable CPUs, AMP on CUDA). On a CPU the decoders and the model take
+turns, each with every core; on a GPU the decoders prepare the next batch
+while the model runs (see :func:`medres.score.setup.resolve_schedule`).
+Every batch's outcomes are journaled before the next batch starts; at the end
+the tables are rebuilt from the journal (see :mod:`medres.score.journal`).
+
+Under torchrun each rank takes every ``world_size``-th file of the walk,
+journals to its own file, and rank 0 writes the tables once all ranks are
+done, so the result equals a single-process run's.
+
+Batches are always padded to the batch size: the model then sees one input
+shape, the kernels do not change with how full a batch is, and an image's
+probabilities do not depend on which images share its batch (bit for bit),
+which is what lets a resumed or sharded run reproduce an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from medres.score.discover import InputFile, count_entries, shard, walk_folder
+from medres.score.heatmaps import HeatmapWriter, heatmap_writer
+from medres.score.journal import Journal, completed_keys, journal_path
+from medres.score.outcomes import InternalError, WorkerCrashedError, outcome_of
+from medres.score.pool import CrashIsolatingPool, Finished
+from medres.score.privacy import quiet_libraries
+from medres.score.report import RunStats, finish_run
+from medres.score.setup import RunSetup, ScoreConfig, prepare_run
+from medres.score.worker import WorkerResult, initialize_worker, prepare_file
+from medres.train.distributed import DistributedContext
+from medres.train.loop import autocast_context
+
+BARRIER_TIMEOUT = datetime.timedelta(hours=24)  # ranks may finish their shards hours apart
+
+
+@dataclass
+class ScoreSummary:
+    """What a run produced (on torchrun ranks other than 0, only that rank's share)."""
+
+    out_dir: Path
+    exit_code: int
+    counts: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+
+
+def score_folder(config: ScoreConfig) -> ScoreSummary:
+    """Score every file under ``config.input_dir``; see the module docstring.
+
+    Returns:
+        The summary; ``exit_code`` is 0 when every file was scored or skipped
+        and 3 when some failed (the tables are complete either way).
+
+    Raises:
+        MedresError: Before any file is opened, for bad options or a refused
+            checkpoint (``usage``, ``unsafe_checkpoint``, ...). Bad files never raise.
+    """
+    started = time.time()
+    with quiet_libraries(config.verbose):
+        context = start_distributed()
+        try:
+            setup = prepare_run(config, context.device)
+            writer = heatmap_writer(setup.out_dir / "heatmaps") if config.heatmaps else None
+            stats = score_shard(setup, context, writer)
+            all_stats = _gather(stats, context)
+            if not context.is_main:
+                return ScoreSummary(setup.out_dir, 0, counts=stats.outcomes)
+            report = finish_run(setup, all_stats, started, context.world_size)
+            return ScoreSummary(setup.out_dir, report["exit_code"], report["counts"], report["reasons"], report)
+        finally:
+            context.close()
+
+
+def start_distributed() -> DistributedContext:
+    """Join the torchrun group (with a long barrier timeout) or run as rank 0 of 1."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend, timeout=BARRIER_TIMEOUT)
+    return DistributedContext.from_environment()
+
+
+def score_shard(setup: RunSetup, context: DistributedContext, writer: HeatmapWriter | None = None) -> RunStats:
+    """Score this rank's share of the folder, journaling as it goes; returns this rank's counts."""
+    config = setup.config
+    done = completed_keys(setup.out_dir)
+    stats = RunStats(rank=context.rank)
+    entries = shard(walk_folder(setup.input_dir, exclude=setup.out_dir), context.rank, context.world_size)
+    total = count_entries(setup.input_dir, setup.out_dir) if config.progress and context.is_main else None
+    bar = tqdm(total=None if total is None else -(-total // context.world_size), unit="file", mininterval=1.0,
+               desc="scoring", disable=not (config.progress and context.is_main), dynamic_ncols=True)
+    start = time.perf_counter()
+    with Journal(journal_path(setup.out_dir, context.rank)) as journal, _decode_pool(setup) as pool:
+        batcher = Batcher(setup, journal, stats, bar, writer)
+        for entry in entries:
+            key = entry.journal_key(setup.fingerprint)
+            if key in done:
+                stats.resumed += 1
+                bar.update(1)
+            elif entry.skip is not None:
+                batcher.add_record(error_record(entry, key, entry.skip.reason, entry.skip.detail))
+            else:
+                for finished in pool.submit((entry, key), entry.path, entry.relative):
+                    batcher.handle(finished)
+        for finished in pool.drain():
+            batcher.handle(finished)
+        batcher.flush()
+        stats.worker_restarts = pool.restarts
+    stats.seconds = time.perf_counter() - start
+    bar.close()
+    return stats
+
+
+def _decode_pool(setup: RunSetup) -> CrashIsolatingPool:
+    """The decoder pool for the run's schedule (see :func:`medres.score.setup.resolve_schedule`).
+
+    Alternating, a batch's worth of files is decoded by all workers and
+    collected before the model runs; overlapping, up to two batches are in
+    flight while the model works.
+    """
+    config, alternate = setup.config, setup.schedule == "alternate"
+    return CrashIsolatingPool(
+        prepare_file,
+        crash_result=lambda item: WorkerResult(reason=WorkerCrashedError.reason,
+                                               message=WorkerCrashedError.default_message),
+        error_result=lambda item, error: WorkerResult(reason=InternalError.reason,
+                                                      message=f"{type(error).__name__} in the worker pool"),
+        workers=setup.workers,
+        max_in_flight=config.batch_size if alternate else 2 * config.batch_size + 2 * setup.workers,
+        initializer=initialize_worker,
+        initargs=(setup.worker_settings,),
+        start_method=config.start_method,
+        drain_when_full=alternate,
+    )
+
+
+class Batcher:
+    """Collects prepared inputs into batches, runs the model, journals every outcome."""
+
+    def __init__(self, setup: RunSetup, journal: Journal, stats: RunStats, bar: tqdm,
+                 writer: HeatmapWriter | None) -> None:
+        self.setup, self.journal, self.stats, self.bar, self.writer = setup, journal, stats, bar, writer
+        self.inputs: list[tuple[InputFile, str, dict[str, str], np.ndarray]] = []
+        self.records: list[dict[str, Any]] = []
+
+    def handle(self, finished: Finished) -> None:
+        """One worker result: an error record, or an input for the next batch."""
+        (entry, key), result = finished.item, finished.result
+        if result.reason:
+            self.add_record(error_record(entry, key, result.reason, result.message))
+            return
+        self.inputs.append((entry, key, result.info, result.inputs))
+        if len(self.inputs) >= self.setup.config.batch_size:
+            self.run_batch()
+
+    def add_record(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if len(self.records) >= self.setup.config.batch_size:
+            self._write()
+
+    def run_batch(self) -> None:
+        """Score the gathered inputs (padded to the batch size) and journal their rows."""
+        if not self.inputs:
+            return
+        setup, started = self.setup, time.perf_counter()
+        batch = _padded_batch([item[3] for item in self.inputs], setup.config.batch_size, setup.device)
+        with torch.inference_mode(), autocast_context(setup.device, setup.config.precision):
+            probabilities = setup.task.predict(setup.model, batch)[: len(self.inputs)]
+        self.stats.model_seconds += time.perf_counter() - started
+        rows = [scored_row(setup, entry.relative, info, probabilities[index])
+                for index, (entry, _, info, _) in enumerate(self.inputs)]
+        if self.writer is not None:
+            self.writer.write(setup.model, batch[: len(rows)], rows, setup.card)
+        self.records += [{"key": key, "path": entry.relative, "outcome": "scored", "reason": "", "message": "",
+                          "row": row} for (entry, key, _, _), row in zip(self.inputs, rows)]
+        self.inputs = []
+        self._write()
+
+    def flush(self) -> None:
+        """Score a last partial batch and write every pending record."""
+        self.run_batch()
+        self._write()
+
+    def _write(self) -> None:
+        written = self.journal.append(self.records)
+        for record in self.records:
+            self.stats.outcomes[record["outcome"]] += 1
+        self.records = []
+        self.bar.update(written)
+
+
+def scored_row(setup: RunSetup, relative: str, info: dict[str, str], probabilities: np.ndarray) -> dict[str, Any]:
+    from medres.score.outputs import score_row
+
+    card = setup.card
+    return score_row(info, relative, probabilities.tolist(), card.labels, card.thresholds, card.name,
+                     setup.checkpoint_sha256)
+
+
+def error_record(entry: InputFile, key: str, reason: str, message: str) -> dict[str, Any]:
+    """The journal record of a file that was skipped or failed."""
+    return {"key": key, "path": entry.relative, "outcome": outcome_of(reason), "reason": reason,
+            "message": " ".join(message.split())}
+
+
+def _padded_batch(arrays: list[np.ndarray], batch_size: int, device: torch.device) -> torch.Tensor:
+    batch = np.zeros((batch_size, *arrays[0].shape), dtype=np.float32)
+    for index, array in enumerate(arrays):
+        batch[index] = array
+    tensor = torch.from_numpy(batch).to(device, non_blocking=True)
+    return tensor.contiguous(memory_format=torch.channels_last) if tensor.ndim == 4 else tensor
+
+
+def _gather(stats: RunStats, context: DistributedContext) -> list[RunStats]:
+    """Every rank's stats on every rank (also the barrier before rank 0 writes the tables)."""
+    if context.world_size == 1:
+        return [stats]
+    gathered: list[Any] = [None] * context.world_size
+    dist.all_gather_object(gathered, stats)
+    return gathered
+
+
+__all__ = ["ScoreConfig", "ScoreSummary", "score_folder"]

@@ -1,0 +1,188 @@
+"""The product tour behind ``medres demo``: every journey, on synthetic data, in minutes.
+
+Each step runs the same ``medres`` command a user would type (through
+``medres.cli.main.main``) and prints it first, so the tour doubles as a list of
+copy-paste commands. All data is synthetic (and, for scoring, a few public
+DICOM test files shipped by pydicom and pydicom-data).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+PUBLIC_DICOM_SAMPLES = ("RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG3_UNCR.dcm", "CT_small.dcm", "MR_small.dcm",
+                        "JPEG2000.dcm", "rtplan.dcm")
+
+
+@dataclass
+class TourSettings:
+    """How big the tour is; the defaults fit in about ten minutes on two CPU cores."""
+
+    out: Path
+    n_images: int = 1500
+    image_size: int = 128
+    cxr_epochs: int = 6
+    n_phantoms: int = 12
+    seg_epochs: int = 12
+    echo: Callable[[str], None] = print
+
+
+@dataclass
+class TourResult:
+    outputs: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_command(arguments: list[str], settings: TourSettings) -> None:
+    """Print and run one ``medres`` command; a failure stops the tour with its exit code."""
+    from medres.cli.main import main
+    from medres.errors import MedresError
+
+    settings.echo(f"\n$ medres {shlex.join(arguments)}")
+    code = main(arguments)
+    if code not in (0, 3):  # 3: scoring finished with some files refused, as intended here
+        raise MedresError(f"`medres {shlex.join(arguments)}` exited with {code}")
+
+
+def run_tour(settings: TourSettings) -> TourResult:
+    """Run every step; returns where each report went."""
+    result = TourResult()
+    out = settings.out
+    out.mkdir(parents=True, exist_ok=True)
+    steps = (("reading the bundled samples", samples_step), ("chest X-ray classifier", chest_xray_journey),
+             ("batch scoring", scoring_journey), ("3D segmentation", segmentation_journey))
+    for name, step in steps:
+        started = time.perf_counter()
+        settings.echo(f"\n=== {name} ===")
+        result.outputs.update(step(settings))
+        result.seconds[name] = time.perf_counter() - started
+    return result
+
+
+def samples_step(settings: TourSettings) -> dict[str, Path]:
+    """What the reader makes of each bundled sample (MONOCHROME1 CR, oblique CT series, NIfTI, PNG)."""
+    from medres.errors import MedresError
+    from medres.io import read_image
+
+    samples = Path(__file__).resolve().parents[1] / "sample_data"
+    if not samples.is_dir():
+        settings.echo("(no sample_data folder next to the package; skipped)")
+        return {}
+    for path in sorted(p for p in samples.iterdir() if p.is_dir() or p.suffix in (".dcm", ".png", ".gz")):
+        try:
+            image = read_image(path)
+        except MedresError as error:
+            settings.echo(f"  {path.name:<26} refused: {error.one_line()}")
+            continue
+        kind = "volume (RAS+)" if image.is_volume else "2D"
+        spacing = " x ".join(f"{value:.2f}" for value in image.spacing)
+        settings.echo(f"  {path.name:<26} {image.modality:<4} {kind} {tuple(image.array.shape)} spacing {spacing} mm")
+    return {"samples": samples}
+
+
+def chest_xray_journey(settings: TourSettings) -> dict[str, Path]:
+    from medres.data.synthetic import make_chestxray14
+
+    data = settings.out / "chestxray14"
+    cache = settings.out / "cache" / f"cxr_{settings.image_size}"
+    run = settings.out / "runs" / "cxr"
+    report = settings.out / "reports" / "cxr"
+    if not (data / "README_SYNTHETIC.txt").exists():
+        settings.echo(f"writing {settings.n_images} SYNTHETIC chest X-rays in the NIH ChestX-ray14 layout to {data}")
+        make_chestxray14(data, settings.n_images, seed=0, image_size=settings.image_size)
+    run_command(["prepare", "cxr", "--data", str(data), "--size", str(settings.image_size), "--out", str(cache)],
+                settings)
+    shutil.rmtree(run, ignore_errors=True)
+    run_command(["train", "cxr", "--data", str(data), "--cache", str(cache), "--out", str(run), "--model",
+                 "chexnet_tiny", "--epochs", str(settings.cxr_epochs), "--batch-size", "32"], settings)
+    run_command(["eval", "cxr", "--checkpoint", str(run / "best.safetensors"), "--data", str(data), "--cache",
+                 str(cache), "--split", "test", "--out", str(report)], settings)
+    return {"cxr_data": data, "cxr_checkpoint": run / "best.safetensors", "cxr_report": report / "report.md"}
+
+
+def scoring_journey(settings: TourSettings) -> dict[str, Path]:
+    export = build_sample_export(settings.out / "pacs_export", settings.out / "chestxray14")
+    scores = settings.out / "scores"
+    run_command(["score", str(export), "--checkpoint", str(settings.out / "runs" / "cxr" / "best.safetensors"),
+                 "--out", str(scores), "--heatmaps"], settings)
+    return {"pacs_export": export, "scores": scores / "scores.csv", "score_errors": scores / "errors.csv"}
+
+
+def build_sample_export(export: Path, cxr_data: Path, n_synthetic: int = 24) -> Path:
+    """A small 'PACS export': synthetic CR/DX chest films (both polarities, a lateral), public DICOM files, junk."""
+    from medres.data.chestxray14 import load_chestxray14
+    from medres.data.dicom_writer import SYNTHETIC_IDENTIFIERS, radiograph_from_png
+
+    table = load_chestxray14(cxr_data).table
+    test_rows = table[table["split"] == "test"].head(n_synthetic)
+    for number, row in enumerate(test_rows.itertuples()):
+        photometric = "MONOCHROME1" if number % 3 == 0 else "MONOCHROME2"
+        view = "LL" if number == n_synthetic - 1 else row.view
+        target = export / f"study_{row.patient_id:05d}" / f"{Path(row.image).stem}.dcm"
+        radiograph_from_png(Path(row.path), target, uid_seed=f"tour/{row.image}", modality="CR" if number % 2 else "DX",
+                            photometric=photometric, view_position=view, identifiers=SYNTHETIC_IDENTIFIERS)
+    _copy_public_samples(export / "public_test_files")
+    (export / "notes.txt").write_text("not an image: medres records it and moves on\n")
+    return export
+
+
+def _copy_public_samples(folder: Path) -> None:
+    try:
+        import data_store
+        import pydicom.data
+    except ImportError:
+        return
+    roots = (Path(pydicom.data.__file__).parent / "test_files", Path(data_store.__file__).parent / "data")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in PUBLIC_DICOM_SAMPLES:
+        for root in roots:
+            if (root / name).is_file():
+                shutil.copy(root / name, folder / name)
+                break
+
+
+def segmentation_journey(settings: TourSettings) -> dict[str, Path]:
+    from medres.data.phantoms import make_ct_phantoms
+
+    phantoms = settings.out / "phantoms"
+    run = settings.out / "runs" / "seg"
+    segmentation = settings.out / "segmentation"
+    if not (phantoms / "dataset.json").exists():
+        settings.echo(f"writing {settings.n_phantoms} SYNTHETIC CT phantoms (MSD layout) to {phantoms}")
+        make_ct_phantoms(phantoms, settings.n_phantoms, seed=0)
+    shutil.rmtree(run, ignore_errors=True)
+    run_command(["train", "seg", "--data", str(phantoms), "--out", str(run), "--model", "resunet3d_tiny",
+                 "--patch", "48", "48", "32", "--patches-per-epoch", "60", "--lr", "2e-3", "--mirror-axes",
+                 "--epochs", str(settings.seg_epochs)], settings)
+    series = _first_dicom_series(phantoms)
+    run_command(["segment", str(series), "--checkpoint", str(run / "best.safetensors"), "--out",
+                 str(segmentation), "--dicom-seg"], settings)
+    return {"seg_checkpoint": run / "best.safetensors", "segmentation": segmentation}
+
+
+def _first_dicom_series(root: Path) -> Path:
+    for folder in sorted(path for path in root.rglob("*") if path.is_dir()):
+        if any(child.suffix == ".dcm" for child in folder.iterdir()):
+            return folder
+    raise FileNotFoundError(f"no DICOM series under {root}")
+
+
+def summary_lines(result: TourResult, settings: TourSettings) -> list[str]:
+    """Where everything is, and the command that opens the review app on it."""
+    lines = ["", "=== done: all data above is SYNTHETIC (plus public DICOM test files) ==="]
+    for name, path in result.outputs.items():
+        lines.append(f"  {name:<16} {path}")
+    for name, seconds in result.seconds.items():
+        lines.append(f"  {name:<28} {seconds:6.0f} s")
+    app = ["medres", "app", "--root", str(settings.out), "--checkpoint", str(result.outputs["cxr_checkpoint"])]
+    if "seg_checkpoint" in result.outputs:
+        app += ["--seg-checkpoint", str(result.outputs["seg_checkpoint"])]
+    lines += ["", "Open the review app on these results:", f"  {shlex.join(app)}"]
+    return lines
