@@ -39,18 +39,21 @@ def machine_description() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", help="run only bench_<ONLY>.py")
+    parser.add_argument("--quick", action="store_true", help="pass --quick to the scripts that have it")
     args = parser.parse_args()
     scripts = sorted(HERE.glob(f"bench_{args.only or '*'}.py"))
     sections = []
     for script in scripts:
         print(f"running {script.name} ...", file=sys.stderr)
-        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=HERE.parent)
+        quick = ["--quick"] if args.quick and '"--quick"' in script.read_text() else []
+        result = subprocess.run([sys.executable, str(script), *quick], capture_output=True, text=True, cwd=HERE.parent)
         if result.returncode != 0:
             sections.append(f"## {script.name} FAILED\n\n```\n{result.stderr[-3000:]}\n```\n")
         else:
             sections.append(result.stdout.strip() + "\n")
         print(sections[-1])
-    header = (f"# Benchmark results\n\nProduced by `make bench` (`python benchmarks/run_all.py`) on "
+    command = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
+    header = (f"# Benchmark results\n\nProduced by `{command}` (`make bench` runs it without --quick) on "
               f"{datetime.date.today().isoformat()}.\n\nMachine: {machine_description()}.\n\n"
               "Every figure is a ratio against a plain reference measured side by side in the same run; "
               "machines here are shared and noisy, so trust only differences that repeat.\n\n")
