@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Sequence
@@ -144,7 +145,10 @@ def _decode_into(images: np.memmap, names: Sequence[str], paths: Sequence[str], 
     failures: list[dict] = []
     chunk = max(1, min(64, len(paths) // max(1, workers * 8)))
     arguments = [(path, size) for path in paths]
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+    # Spawned (not forked) single-threaded workers: a fork taken while torch's OpenMP threads run can
+    # deadlock the child inside its first parallel region.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context, initializer=_single_threaded) as pool:
         results = pool.map(_stored_or_error, arguments, chunksize=chunk)
         for row, (stored, error) in enumerate(tqdm(results, total=len(paths), desc="decoding images",
                                                    unit="img", disable=not progress)):
@@ -153,6 +157,10 @@ def _decode_into(images: np.memmap, names: Sequence[str], paths: Sequence[str], 
             else:
                 images[row] = stored
     return failures
+
+
+def _single_threaded() -> None:
+    torch.set_num_threads(1)
 
 
 def _stored_or_error(argument: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:

@@ -61,8 +61,8 @@ def resolve_schedule(schedule: str, device: torch.device, workers: int | None) -
         fits = workers is not None and torch.get_num_threads() + workers <= cores
         schedule = "overlap" if device.type == "cuda" or fits else "alternate"
     if workers is None:
-        workers = cores if schedule == "alternate" else max(1, cores // 2)
-    return schedule, min(workers, 32)
+        workers = min(32, cores if schedule == "alternate" else max(1, cores // 2))
+    return schedule, workers
 
 
 @dataclass
