@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from medres.atomic import fsync_directory
+
 ERROR_COLUMNS: tuple[str, ...] = ("path", "outcome", "reason", "message")
 IDENTIFIER_COLUMNS: tuple[str, ...] = ("patient_id", "accession_number")
 TABLE_FORMATS: tuple[str, ...] = ("csv", "parquet")
@@ -154,16 +156,6 @@ def read_table(path: Path) -> Iterator[dict[str, str]]:
     """Rows of a CSV table written here (for tests and tools)."""
     with open(path, newline="", encoding="utf-8") as stream:
         yield from csv.DictReader(stream)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename durable; skipped where folders cannot be opened (Windows)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def _fsync_file(path: Path) -> None:
