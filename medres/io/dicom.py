@@ -42,9 +42,10 @@ from medres.errors import (
     UnsupportedPhotometricError,
     UnsupportedTransferSyntaxError,
 )
+from medres.io.assemble import image_from_frames
 from medres.io.budget import check_size_budget
+from medres.io.detect import looks_like_dicom
 from medres.io.image import Image
-from medres.io.metadata import dicom_meta
 
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "XA", "RF", "PX", "IO", "RG", "DF"})
 GRAY_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})
@@ -119,8 +120,6 @@ def _fill_missing_transfer_syntax(dataset: Dataset) -> None:
 
 def _has_dicom_header(path: str | os.PathLike[str]) -> bool:
     """True when the file starts like a DICOM stream; ``force`` is used only for those."""
-    from medres.io.detect import looks_like_dicom
-
     return looks_like_dicom(Path(path))
 
 
@@ -133,8 +132,6 @@ def read_dicom_file(path: str | os.PathLike[str], *, size_budget: int) -> Image:
     dataset = read_dicom_dataset(path)
     frames = decode_frames(dataset, path, size_budget=size_budget)
     values = apply_pixel_semantics(frames, dataset, path)
-    from medres.io.assemble import image_from_frames
-
     return image_from_frames(values, dataset, path)
 
 
@@ -311,4 +308,4 @@ def _number(value: Any, default: float) -> float:
         return default
 
 
-__all__ = ["read_dicom_file", "read_dicom_dataset", "decode_frames", "apply_pixel_semantics", "dicom_meta"]
+__all__ = ["read_dicom_file", "read_dicom_dataset", "decode_frames", "apply_pixel_semantics"]
