@@ -81,11 +81,10 @@ class PhantomAnatomy:
 def random_anatomy(rng: np.random.Generator, splenomegaly: bool) -> PhantomAnatomy:
     """A plausible abdomen with jittered organ positions, sizes and rotations.
 
-    Known limitation: the liver sits at negative RAS x (patient left) and the
-    spleen at positive x, mirrored against real anatomy. The layout is
-    self-consistent for every test here; moving the organs to their real sides
-    put the DICOM SEG liver-centroid test past its one-voxel bound, so that fix
-    is still open. An enlarged spleen (splenomegaly) is 1.45x in every axis.
+    Organs sit on their real sides: RAS+ x grows towards the patient's right,
+    so the liver is at positive x and the spleen at negative x (a viewer shows
+    the liver on the screen's left in radiological convention). An enlarged
+    spleen (splenomegaly) is 1.45x in every axis.
     HU: air -1000, body 0-25 (a fat/muscle mix, kept below the spleen's 45 so
     the spleen stays visible under 8 HU noise), liver 60, spleen 45, kidneys
     150 (enhancing cortex), spine 700 (unlabelled).
@@ -98,10 +97,10 @@ def random_anatomy(rng: np.random.Generator, splenomegaly: bool) -> PhantomAnato
     spleen_scale = 1.45 if splenomegaly else 1.0
     organs = (
         (0, BONE_HU, jitter((0.0, -45.0, 0.0), (13.0, 13.0, 400.0), spread_mm=2.0)),
-        (3, KIDNEY_HU, jitter((-42.0, -32.0, -25.0), (17.0, 16.0, 28.0))),
-        (3, KIDNEY_HU, jitter((42.0, -32.0, -28.0), (17.0, 16.0, 28.0))),
-        (1, LIVER_HU, jitter((-38.0, 8.0, 22.0), (42.0, 36.0, 38.0))),
-        (2, SPLEEN_HU, jitter((48.0, -18.0, 25.0), (17.0, 24.0, 28.0), scale=spleen_scale)),
+        (3, KIDNEY_HU, jitter((42.0, -32.0, -25.0), (17.0, 16.0, 28.0))),
+        (3, KIDNEY_HU, jitter((-42.0, -32.0, -28.0), (17.0, 16.0, 28.0))),
+        (1, LIVER_HU, jitter((38.0, 8.0, 22.0), (42.0, 36.0, 38.0))),
+        (2, SPLEEN_HU, jitter((-48.0, -18.0, 25.0), (17.0, 24.0, 28.0), scale=spleen_scale)),
     )
     body = Ellipsoid((0.0, 0.0, 0.0), (float(rng.uniform(82, 92)), float(rng.uniform(60, 68)), 1000.0))
     return PhantomAnatomy(body, float(rng.uniform(0.0, 25.0)), organs, splenomegaly)

@@ -14,7 +14,7 @@ from medres.data.phantoms import make_ct_phantoms
 
 TRAIN_CASES, HELD_OUT_CASES = 12, 4
 SEG_TRAINING_ARGS = [
-    "--model", "resunet3d_tiny", "--patch", "48", "48", "32", "--epochs", "16", "--patches-per-epoch", "60",
+    "--model", "resunet3d_tiny", "--patch", "48", "48", "32", "--epochs", "32", "--patches-per-epoch", "60",
     "--lr", "2e-3", "--mirror-axes", "--patience", "100", "--no-progress",
 ]
 """A few CPU minutes: no mirroring (the phantoms' liver and spleen differ by side as well as by HU)."""
