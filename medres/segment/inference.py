@@ -10,7 +10,11 @@ are resampled onto the input grid before the argmax, so the labels overlay the
 scan voxel for voxel.
 
 Mixed precision: ``precision="auto"`` runs bf16 autocast on CPUs with native
-bf16 and on CUDA (see ``medres.train.loop.resolve_precision``).
+bf16 and on CUDA (see ``medres.train.loop.resolve_precision``). Under reduced
+precision the model and windows use the channels-last memory layout, which
+oneDNN's and cuDNN's 3D convolution kernels need to be fast: on a 2-core CPU a
+batch of four 96^3 windows of ``resunet3d`` took 1.9 s in bf16 without it and
+0.6 s with it (fp32 gains nothing, so fp32 keeps the default layout).
 
 Memory: a CUDA out-of-memory error retries with half as many windows per
 batch, then, at one window, on the CPU; each step is recorded in the result's
@@ -33,7 +37,7 @@ from torch import nn
 
 from medres.io import Image
 from medres.models.card import ModelCard
-from medres.train.loop import autocast_context
+from medres.train.loop import autocast_context, resolve_precision
 from medres.transforms.volume import prepare_volume, resample_onto_grid
 
 LOGGER = logging.getLogger(__name__)
@@ -91,15 +95,25 @@ def mirror_flips(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [combo for count in range(len(dims) + 1) for combo in itertools.combinations(dims, count)]
 
 
+def window_memory_format(device: torch.device, precision: str) -> torch.memory_format:
+    """Channels-last under bf16/fp16 (fast 3D convolution kernels), the default layout in fp32."""
+    reduced = resolve_precision(device, precision) is not None
+    return torch.channels_last_3d if reduced else torch.contiguous_format
+
+
 def window_predictor(model: nn.Module, device: torch.device, precision: str,
                      flips: Sequence[tuple[int, ...]] = ((),),
                      on_windows: Callable[[int], None] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function from a batch of windows to float32 logits, averaged over mirrored copies.
 
+    The model is put in the memory layout that suits ``precision`` (it stays so).
     ``on_windows(n)`` is called after each batch with the number of windows it held.
     """
+    memory_format = window_memory_format(device, precision)
+    model.to(memory_format=memory_format)
+
     def predict(windows: torch.Tensor) -> torch.Tensor:
-        windows = windows.to(device)
+        windows = windows.to(device).contiguous(memory_format=memory_format)
         total = None
         with autocast_context(device, precision):
             for dims in flips:
@@ -121,6 +135,16 @@ def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float)
     return count
 
 
+def balanced_batch_size(n_windows: int, sw_batch_size: int) -> int:
+    """The smallest batch size that needs as few batches as ``sw_batch_size`` does.
+
+    9 windows at 4 per batch run as 3 + 3 + 3 instead of 4 + 4 + 1: the same
+    number of forward passes, none of them a slow single-window one.
+    """
+    batches = math.ceil(n_windows / sw_batch_size)
+    return math.ceil(n_windows / batches)
+
+
 @torch.no_grad()
 def sliding_window_logits(model: nn.Module, volume: torch.Tensor, roi_size: Sequence[int], device: torch.device,
                           sw_batch_size: int, overlap: float, precision: str, mirror_axes: Sequence[int] = (),
@@ -139,7 +163,8 @@ def sliding_window_logits(model: nn.Module, volume: torch.Tensor, roi_size: Sequ
 
     predictor = window_predictor(model, device, precision, mirror_flips(mirror_axes),
                                  on_windows if progress is not None else None)
-    logits = sliding_window_inference(volume[None].to(device), roi_size=tuple(roi_size), sw_batch_size=sw_batch_size,
+    batch = balanced_batch_size(total, sw_batch_size)
+    logits = sliding_window_inference(volume[None].to(device), roi_size=tuple(roi_size), sw_batch_size=batch,
                                       predictor=predictor, overlap=overlap, mode="gaussian", sw_device=device,
                                       device=device)
     return logits[0]

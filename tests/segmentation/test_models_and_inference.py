@@ -21,7 +21,9 @@ from medres.segment.inference import (
     count_windows,
     mirror_flips,
     run_with_memory_fallback,
+    balanced_batch_size,
     segment_image,
+    sliding_window_logits,
     window_predictor,
 )
 
@@ -83,6 +85,22 @@ def test_count_windows_matches_monai():
     volume = torch.zeros(1, 1, 70, 50, 20)
     sliding_window_inference(volume, (32, 32, 16), 1, lambda w: calls.append(1) or w, overlap=0.5)
     assert count_windows((70, 50, 20), (32, 32, 16), 0.5) == len(calls)
+
+
+def test_balanced_batch_size_never_leaves_a_lone_window():
+    assert [balanced_batch_size(n, 4) for n in (1, 4, 5, 8, 9, 10)] == [1, 4, 3, 4, 3, 4]
+
+
+def test_windows_run_in_balanced_batches_with_monai_results():
+    model = create_model("resunet3d_tiny", labels=PHANTOM_LABELS).eval()
+    batch_sizes = []
+    model.register_forward_pre_hook(lambda module, args: batch_sizes.append(len(args[0])))
+    volume = torch.randn(1, 96, 96, 32)  # 48x48x32 windows at overlap 0.5: 3 x 3 x 1 = 9
+    logits = sliding_window_logits(model, volume, (48, 48, 32), torch.device("cpu"), 4, 0.5, "fp32")
+    assert batch_sizes == [3, 3, 3]
+    with torch.no_grad():
+        reference = sliding_window_inference(volume[None], (48, 48, 32), 1, model, overlap=0.5, mode="gaussian")[0]
+    torch.testing.assert_close(logits, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_mirroring_tta_of_an_equivariant_model_changes_nothing():
