@@ -10,7 +10,6 @@ a file name.
 
 from __future__ import annotations
 
-import importlib
 import os
 import secrets
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ import torch
 from PIL import Image as PILImage
 from torch import nn
 
-from medres.errors import UsageError
+from medres.explain import explain
 from medres.models.card import ModelCard
 
 
@@ -57,15 +56,6 @@ class HeatmapWriter:
 
 
 def heatmap_writer(folder: Path) -> HeatmapWriter:
-    """A writer using ``medres.explain``, or a clear error while that module is not there.
-
-    Raises:
-        UsageError: ``medres.explain.explain`` cannot be imported.
-    """
-    try:
-        explain = importlib.import_module("medres.explain").explain
-    except (ImportError, AttributeError):
-        raise UsageError("--heatmaps is not available yet: medres.explain (Grad-CAM) is not installed "
-                         "in this medres; run without --heatmaps") from None
+    """A writer into ``folder`` (created) using :func:`medres.explain.explain`."""
     folder.mkdir(parents=True, exist_ok=True)
     return HeatmapWriter(folder, explain)
