@@ -49,12 +49,19 @@ def synthetic_cxr_2k(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_cxr_run(synthetic_cxr_2k, tmp_path_factory) -> Path:
-    """``chexnet_tiny`` trained once per test run through the CLI (cache, then train); the run folder."""
+    """``chexnet_tiny`` trained once per test run through the CLI (cache, then train); the run folder.
+
+    12 epochs, batches of 16, learning rate 2e-3: long enough to learn the small
+    lesions (Nodule, Atelectasis) that Grad-CAM must find in
+    tests/explain/test_localisation.py, which shorter runs (8 epochs of 32)
+    often miss.
+    """
     from medres.cli.main import main
 
     cache = tmp_path_factory.mktemp("cxr_cache") / "cache_128"
     run = tmp_path_factory.mktemp("trained_cxr") / "run"
     assert main(["prepare", "cxr", "--data", str(synthetic_cxr_2k), "--size", "128", "--out", str(cache)]) == 0
     assert main(["train", "cxr", "--data", str(synthetic_cxr_2k), "--cache", str(cache), "--out", str(run),
-                 "--model", "chexnet_tiny", "--epochs", "8", "--batch-size", "32", "--patience", "3"]) == 0
+                 "--model", "chexnet_tiny", "--epochs", "12", "--batch-size", "16", "--lr", "2e-3",
+                 "--patience", "3"]) == 0
     return run

@@ -12,13 +12,16 @@ from medres.models import create_model
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize(("name", "offset"), [("chexnet_tiny", 0.0), ("chexnet_densenet121", 14.0)])
-def test_measured_grid_matches_the_receptive_field_arithmetic(name: str, offset: float) -> None:
-    """ResNets centre layer4 cell k on pixel 32k (every stride-2 layer lands on even pixels);
-    DenseNet's 2x2 average-pool transitions move it to 32k + 14."""
+@pytest.mark.parametrize(("name", "stride", "offset"), [
+    ("chexnet_resnet50", 32.0, 0.0), ("chexnet_tiny", 8.0, 0.0), ("chexnet_densenet121", 32.0, 14.0),
+])
+def test_measured_grid_matches_the_receptive_field_arithmetic(name: str, stride: float, offset: float) -> None:
+    """ResNets centre layer4 cell k on pixel 32k (every stride-2 layer lands on even pixels), or 8k for
+    chexnet_tiny, whose layer3 and layer4 keep stride 1; DenseNet's 2x2 average-pool transitions move it
+    to 32k + 14."""
     model = create_model(name, input_size=(64, 64))
     grid = feature_grid(model, (64, 64))
-    assert grid.stride == (32.0, 32.0)
+    assert grid.stride == (stride, stride)
     assert grid.offset == pytest.approx((offset, offset), abs=0.1)
 
 

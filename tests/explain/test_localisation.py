@@ -1,14 +1,18 @@
 """Grad-CAM of a briefly trained chexnet_tiny against the synthetic data set's lesion boxes.
 
-Uses the suite's shared ``trained_cxr_run`` (chexnet_tiny, 8 epochs on 2,000
+Uses the suite's shared ``trained_cxr_run`` (chexnet_tiny, 12 epochs on 2,000
 synthetic 128-pixel radiographs, tests/conftest.py). Boxes are those of the
 held-out test split, in ``BBox_List_2017.csv`` format, so maps are measured on
 each PNG's own pixel grid after mapping back from the model's input.
 
 The pointing-game tolerance is Zhang et al.'s 15 pixels per 224 of image
-side (8.6 pixels here); with 15 pixels on a 128-pixel image, a map that
-always points at the image centre already scores about 0.5, so the rate is
-compared with that centre baseline, not only with a fixed number.
+side (8.6 pixels here). The target hit rate is over *every* boxed positive
+of the test split, whether or not the model calls it positive, so a finding
+the model half-misses still has to be where its map points. chexnet_tiny's
+16 x 16 Grad-CAM grid (output stride 8, see its factory) is what makes that
+reachable: on a 4 x 4 grid a map's peak can only sit every 32 pixels, wider
+than a nodule's window. A map that always points at the image centre (about
+0.24 here) is the baseline the maps must beat by 0.1.
 """
 
 from __future__ import annotations
@@ -76,8 +80,6 @@ def test_pointing_game_beats_the_centre_baseline(localisation_setup: dict, point
     assert detected["hit"].mean() >= 0.6, "where the model finds the lesion, Grad-CAM should point at it"
 
 
-@pytest.mark.xfail(strict=False, reason="a briefly trained chexnet_tiny at 128 px has a 4x4 Grad-CAM grid; "
-                   "see the report printed by test_pointing_game_beats_the_centre_baseline")
 def test_pointing_game_reaches_the_target(pointing_results: dict) -> None:
     assert pointing_results["gradcam"]["hit"].mean() >= TARGET_HIT_RATE
 
