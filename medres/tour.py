@@ -101,7 +101,7 @@ def chest_xray_journey(settings: TourSettings) -> dict[str, Path]:
                 settings)
     shutil.rmtree(run, ignore_errors=True)
     run_command(["train", "cxr", "--data", str(data), "--cache", str(cache), "--out", str(run), "--model",
-                 "chexnet_tiny", "--epochs", str(settings.cxr_epochs), "--batch-size", "32"], settings)
+                 "chexnet_tiny", "--epochs", str(settings.cxr_epochs), "--batch-size", "16", "--lr", "2e-3"], settings)
     run_command(["eval", "cxr", "--checkpoint", str(run / "best.safetensors"), "--data", str(data), "--cache",
                  str(cache), "--split", "test", "--out", str(report)], settings)
     return {"cxr_data": data, "cxr_checkpoint": run / "best.safetensors", "cxr_report": report / "report.md"}
