@@ -25,8 +25,10 @@ per organ between the outputs and against the ground truth. Prints Markdown.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -106,8 +108,10 @@ def train_phantom_model(work: Path, epochs: int) -> Path:
     """``resunet3d_tiny`` trained through ``medres train seg`` on 12 phantoms; its best checkpoint."""
     data = make_ct_phantoms(work / "phantoms_train", 12, seed=11)
     run = work / "run"
-    if medres_cli(["train", "seg", "--data", str(data), "--out", str(run), "--epochs", str(epochs),
-                   *TRAINING_ARGS]) != 0:
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the Markdown report
+        code = medres_cli(["train", "seg", "--data", str(data), "--out", str(run), "--epochs", str(epochs),
+                           *TRAINING_ARGS])
+    if code != 0:
         raise SystemExit("training the phantom model failed")
     return run / "best.safetensors"
 

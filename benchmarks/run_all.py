@@ -1,6 +1,9 @@
 """Run every ``benchmarks/bench_*.py`` and rewrite ``benchmarks/RESULTS.md``.
 
-    make bench        (or: python benchmarks/run_all.py [--only NAME])
+    make bench        (or: python benchmarks/run_all.py [--quick] [--only NAME])
+
+``--only NAME`` re-runs ``bench_NAME.py`` and replaces just its section of
+RESULTS.md, adding a line to the header that says so.
 
 Each script prints a Markdown section whose figures are ratios against a plain
 reference measured side by side in the same run; this file adds the machine
@@ -18,6 +21,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
 
 
 def machine_description() -> str:
@@ -53,12 +57,23 @@ def main() -> None:
             sections.append(result.stdout.strip() + "\n")
         print(sections[-1])
     command = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
+    if args.only:
+        replace_section(RESULTS, f"({scripts[0].name})", sections[0], f"{command} --only {args.only}")
+        return
     header = (f"# Benchmark results\n\nProduced by `{command}` (`make bench` runs it without --quick) on "
               f"{datetime.date.today().isoformat()}.\n\nMachine: {machine_description()}.\n\n"
               "Every figure is a ratio against a plain reference measured side by side in the same run; "
               "machines here are shared and noisy, so trust only differences that repeat.\n\n")
-    (HERE / "RESULTS.md").write_text(header + "\n".join(sections))
+    RESULTS.write_text(header + "\n".join(sections))
 
+
+def replace_section(results: Path, marker: str, section: str, command: str) -> None:
+    """Swap the ``## `` section whose title holds ``marker`` for ``section``; note the re-run in the header."""
+    header, *sections = results.read_text().split("\n## ")
+    sections = [section.removeprefix("## ").strip() + "\n" if marker in old.splitlines()[0] else old
+                for old in sections]
+    note = f"The {marker.strip('()')} section was re-run on {datetime.date.today().isoformat()} by `{command}`."
+    results.write_text("\n## ".join([header.rstrip("\n") + f"\n\n{note}\n", *sections]))
 
 if __name__ == "__main__":
     main()

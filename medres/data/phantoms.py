@@ -85,9 +85,9 @@ def random_anatomy(rng: np.random.Generator, splenomegaly: bool) -> PhantomAnato
     so the liver is at positive x and the spleen at negative x (a viewer shows
     the liver on the screen's left in radiological convention). An enlarged
     spleen (splenomegaly) is 1.45x in every axis.
-    HU: air -1000, body 0-25 (a fat/muscle mix, kept below the spleen's 45 so
-    the spleen stays visible under 8 HU noise), liver 60, spleen 45, kidneys
-    150 (enhancing cortex), spine 700 (unlabelled).
+    HU: air -1000, body -110 to -70 (the abdominal fat that surrounds real
+    organs on CT), liver 60, spleen 45, kidneys 150 (enhancing cortex), spine
+    700 (unlabelled); Gaussian noise of 8 HU on top.
     """
     def jitter(centre, semi_axes, spread_mm=6.0, scale=1.0):
         moved = tuple(float(v + rng.uniform(-spread_mm, spread_mm)) for v in centre)
@@ -103,7 +103,7 @@ def random_anatomy(rng: np.random.Generator, splenomegaly: bool) -> PhantomAnato
         (2, SPLEEN_HU, jitter((-48.0, -18.0, 25.0), (17.0, 24.0, 28.0), scale=spleen_scale)),
     )
     body = Ellipsoid((0.0, 0.0, 0.0), (float(rng.uniform(82, 92)), float(rng.uniform(60, 68)), 1000.0))
-    return PhantomAnatomy(body, float(rng.uniform(0.0, 25.0)), organs, splenomegaly)
+    return PhantomAnatomy(body, float(rng.uniform(-110.0, -70.0)), organs, splenomegaly)
 
 
 def grid_affine(axis_codes: str, spacing_ras: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tuple]:
