@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 APP_SCRIPT = REPO / "apps" / "review.py"
 APP_TIMEOUT_S = 120
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,6 @@ def untrained_checkpoint(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> EvalRun:
-    torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("eval_run")
     checkpoint = untrained_checkpoint(folder / "model.safetensors")
     sha256_before = checkpoint_sha256(checkpoint)
@@ -135,7 +134,6 @@ def test_report_says_synthetic_and_shows_the_published_table(run: EvalRun) -> No
 
 def test_no_write_thresholds_leaves_checkpoint_bytes_and_reads_run_split_settings(data_root: Path,
                                                                                    tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     checkpoint = untrained_checkpoint(tmp_path / "run" / "best.safetensors")
     (tmp_path / "run" / "config.json").write_text(json.dumps({"val_fraction": 0.3, "split_seed": 1}))
     sha256 = checkpoint_sha256(checkpoint)
@@ -152,7 +150,6 @@ def test_no_write_thresholds_leaves_checkpoint_bytes_and_reads_run_split_setting
 
 def test_val_split_from_a_prepared_cache_warns_that_thresholds_are_optimistic(data_root: Path, tmp_path: Path,
                                                                               run: EvalRun) -> None:
-    torch.set_num_threads(1)
     cache = tmp_path / "cache"
     assert main(["prepare", "cxr", "--data", str(data_root), "--out", str(cache), "--workers", "1"]) == 0
     checkpoint = Path(shutil.copyfile(run.checkpoint, tmp_path / "model.safetensors"))

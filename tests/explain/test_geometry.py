@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from medres.explain.geometry import FeatureGrid, feature_grid, sample_maps
 from medres.models import create_model
 
-torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize(("name", "stride", "offset"), [

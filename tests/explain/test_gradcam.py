@@ -11,7 +11,6 @@ from medres.explain import explain, map_to_original, reference_scale
 from medres.models import create_model, list_models
 from medres.transforms.cxr import preprocess_for_model
 
-torch.set_num_threads(1)
 SMALL_INPUT = 64
 
 

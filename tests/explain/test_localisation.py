@@ -31,7 +31,6 @@ from medres.io import read_image
 from medres.models import load_checkpoint
 from medres.transforms.cxr import preprocess_for_model
 
-torch.set_num_threads(1)
 TOLERANCE_PER_PIXEL = 15 / 224
 TARGET_HIT_RATE = 0.8
 

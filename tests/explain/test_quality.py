@@ -17,7 +17,6 @@ from medres.explain.quality import (
     top_region,
 )
 
-torch.set_num_threads(1)
 BOX = (20.0, 10.0, 10.0, 8.0)  # x, y, w, h as in BBox_List_2017.csv
 
 

@@ -138,7 +138,6 @@ def test_report_on_official_split_names_the_shared_benchmark_and_not_synthetic(d
 
 
 def test_thresholds_write_back_keeps_tensors_and_metadata(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     path = save_checkpoint(create_model("chexnet_tiny", input_size=(64, 64)), tmp_path / "best.safetensors",
                            extra_metadata={"epoch": "3"})
     card, before = read_card(path), load_file(path)
@@ -157,7 +156,6 @@ def test_thresholds_write_back_keeps_tensors_and_metadata(tmp_path: Path) -> Non
 
 
 def test_thresholds_are_not_written_over_a_checkpoint_that_changed(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     path = save_checkpoint(create_model("chexnet_tiny", input_size=(64, 64)), tmp_path / "best.safetensors")
     card, loaded_sha = read_card(path), checkpoint_sha256(path)
     save_checkpoint(create_model("chexnet_tiny", input_size=(64, 64)), path)  # a training run saved a new best
@@ -180,7 +178,6 @@ def test_progress_bar_never_replaces_the_model_output(monkeypatch: pytest.Monkey
             super().update(n)
             return True
 
-    torch.set_num_threads(1)
     monkeypatch.setattr(cxr_report, "tqdm", AlwaysRedrawing)
     model = create_model("chexnet_tiny", input_size=(64, 64)).eval()
     inputs = torch.zeros(2, 1, 64, 64)

@@ -43,20 +43,6 @@ LOADERS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run these small forward passes on one thread, then restore the setting.
-
-    Tiny tensors gain nothing from a second thread, and on a loaded 2-core
-    machine OpenMP threads waiting for each other made a 78k-parameter forward
-    pass take 440 ms instead of 2.5 ms.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class CreatesMarkerWhenUnpickled:
     """A pickle payload: unpickling it calls ``open(marker_path, "w")``, creating the file."""
 

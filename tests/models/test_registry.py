@@ -21,20 +21,6 @@ EXPECTED_CXR_MODELS = {
 REDUCED_INPUT = (1, 1, 64, 64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run these small forward passes on one thread, then restore the setting.
-
-    Tiny tensors gain nothing from a second thread, and on a loaded 2-core
-    machine OpenMP threads waiting for each other made a 78k-parameter forward
-    pass take 440 ms instead of 2.5 ms.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def parameter_count(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 

@@ -26,15 +26,6 @@ IDENTIFIERS = {
 KEY = "test-pseudonym-key"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a loaded 2-core machine: one thread avoids OpenMP threads waiting on each other."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """An untrained ``chexnet_tiny`` at 64x64, saved as safetensors."""

@@ -10,7 +10,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from medres.cli.main import main
 from medres.data.phantoms import make_ct_phantoms
@@ -18,14 +17,6 @@ from medres.data.volumes import load_volume_dataset
 from medres.io import read_image
 from medres.metrics import hausdorff95_mm, normalized_surface_dice
 from medres.models import load_checkpoint
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

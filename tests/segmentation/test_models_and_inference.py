@@ -32,15 +32,6 @@ CT_NORMALIZATION = {"kind": "per_channel",
                                   "mean": 60.0, "std": 60.0}]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small 3D passes gain nothing from a second thread on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory) -> Path:
     return make_ct_phantoms(tmp_path_factory.mktemp("phantoms"), 3, seed=7)
