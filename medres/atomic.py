@@ -23,10 +23,16 @@ def temporary_sibling(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], mode: str = "wb", **open_options: Any) -> Iterator[IO]:
-    """Open a temporary sibling for writing; on success it replaces ``path``, on error it vanishes."""
+def atomic_output(path: str | os.PathLike[str], mode: str = "wb", temporary: Path | None = None,
+                  **open_options: Any) -> Iterator[IO]:
+    """Open a temporary sibling for writing; on success it replaces ``path``, on error it vanishes.
+
+    Args:
+        temporary: The temporary file's name, for callers whose clean-up after a
+            kill looks for their own pattern; default :func:`temporary_sibling`.
+    """
     path = Path(path)
-    temporary = temporary_sibling(path)
+    temporary = temporary or temporary_sibling(path)
     try:
         with open(temporary, mode, **open_options) as stream:
             yield stream

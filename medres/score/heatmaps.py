@@ -10,8 +10,6 @@ a file name.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import torch
 from PIL import Image as PILImage
 from torch import nn
 
+from medres.atomic import write_with_atomically
 from medres.explain import explain
 from medres.models.card import ModelCard
 
@@ -48,11 +47,8 @@ class HeatmapWriter:
     def _save(self, pseudonym: str, label: str, heatmap: np.ndarray) -> None:
         folder = self.folder / (pseudonym or "unknown")
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{label}.png"
-        temporary = folder / f".medres-tmp-{secrets.token_hex(6)}.png"
         pixels = np.clip(np.round(heatmap * 255.0), 0, 255).astype(np.uint8)
-        PILImage.fromarray(pixels).save(temporary, format="PNG")
-        os.replace(temporary, path)
+        write_with_atomically(folder / f"{label}.png", lambda path: PILImage.fromarray(pixels).save(path, format="PNG"))
 
 
 def heatmap_writer(folder: Path) -> HeatmapWriter:

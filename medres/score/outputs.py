@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from medres.atomic import fsync_directory
+from medres.atomic import atomic_output, fsync_directory
 
 ERROR_COLUMNS: tuple[str, ...] = ("path", "outcome", "reason", "message")
 IDENTIFIER_COLUMNS: tuple[str, ...] = ("patient_id", "accession_number")
@@ -128,19 +128,11 @@ def _arrow_schema(columns: Sequence[str]) -> Any:
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> Path:
-    """``run.json`` and friends: temp file, fsync, rename, fsync the folder."""
+    """``run.json`` and friends, through :func:`medres.atomic.atomic_output` with this run's temporary prefix."""
     temporary = path.with_name(f"{TEMPORARY_PREFIX}{path.stem}-{secrets.token_hex(6)}.json")
-    try:
-        with open(temporary, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
+    with atomic_output(path, "w", temporary=temporary, encoding="utf-8") as stream:
+        json.dump(data, stream, indent=2, sort_keys=True)
+        stream.write("\n")
     return path
 
 
