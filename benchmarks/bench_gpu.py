@@ -30,12 +30,12 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from monai.inferers import sliding_window_inference
+from timing import time_alternating
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -66,32 +66,6 @@ class Sizes:
 
 FULL = Sizes(image=224, batch=64, steps=20, loader_images=1024, seg_model="resunet3d", volume=(512, 512, 300))
 SMOKE = Sizes(image=64, batch=4, steps=2, loader_images=8, seg_model="resunet3d_tiny", volume=(64, 64, 48))
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_alternating(variants: dict[str, Callable[[], object]], repeats: int,
-                     device: torch.device) -> tuple[dict[str, float], dict[str, float | None]]:
-    """Median seconds and peak CUDA memory (GiB; None on the CPU) of each variant, one warm-up each first."""
-    for run in variants.values():
-        run()
-    times = {name: [] for name in variants}
-    peaks = dict.fromkeys(variants, 0.0 if device.type == "cuda" else None)
-    for _ in range(repeats):
-        for name, run in variants.items():
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            synchronize(device)
-            start = time.perf_counter()
-            run()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-            if device.type == "cuda":
-                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(device) / 2**30)
-    return {name: statistics.median(values) for name, values in times.items()}, peaks
 
 
 def training_rates(model: nn.Module, device: torch.device, precision: str, sizes: Sizes,

@@ -27,16 +27,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import statistics
+import functools
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
+from timing import time_alternating
 
 from medres.cli.main import main as medres_cli
 from medres.data.phantoms import (
@@ -90,20 +90,6 @@ def inference_variants(model: torch.nn.Module, roi: tuple[int, ...]) -> dict[str
     }
 
 
-@torch.no_grad()
-def time_alternating(variants: dict[str, Callable], volume: torch.Tensor, repeats: int) -> dict[str, list[float]]:
-    """Seconds per run of each variant: one warm-up each, then ``repeats`` alternating rounds."""
-    for run in variants.values():
-        run(volume)
-    times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, run in variants.items():
-            start = time.perf_counter()
-            run(volume)
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def train_phantom_model(work: Path, epochs: int) -> Path:
     """``resunet3d_tiny`` trained through ``medres train seg`` on 12 phantoms; its best checkpoint."""
     data = make_ct_phantoms(work / "phantoms_train", 12, seed=11)
@@ -140,8 +126,7 @@ def mean_dice(cases: list[dict[str, np.ndarray]], first: str, second: str, label
     return float(np.mean([dice(case[first] == label, case[second] == label) for case in cases]))
 
 
-def print_speed(args: argparse.Namespace, times: dict[str, list[float]]) -> None:
-    medians = {name: statistics.median(values) for name, values in times.items()}
+def print_speed(args: argparse.Namespace, medians: dict[str, float]) -> None:
     precision = resolve_precision(CPU, "auto")
     size = "x".join(str(v) for v in args.size)
     print("## Sliding-window segmentation (bench_segment.py)\n")
@@ -150,7 +135,7 @@ def print_speed(args: argparse.Namespace, times: dict[str, list[float]]) -> None
           f"{precision or 'fp32'}.\n")
     print("| variant | median s | speed-up vs MONAI defaults |")
     print("|---|---|---|")
-    for name in times:
+    for name in medians:
         print(f"| {name} | {medians[name]:.2f} | {medians[MONAI_DEFAULTS] / medians[name]:.2f}x |")
     print(f"\n**medres default vs MONAI defaults: {medians[MONAI_DEFAULTS] / medians[MEDRES_DEFAULT]:.2f}x faster** "
           f"(aim: at least 3x on CPU); vs MONAI doing the same arithmetic: "
@@ -187,9 +172,12 @@ def main() -> None:
         args.size, args.repeats, args.epochs = (144, 144, 96), 2, 20
     torch.manual_seed(0)
     model = create_model("resunet3d", labels=PHANTOM_LABELS).eval()
-    times = time_alternating(inference_variants(model, model.card.input_size), phantom_volume(tuple(args.size)),
-                             args.repeats)
-    print_speed(args, times)
+    volume = phantom_volume(tuple(args.size))
+    variants = {name: functools.partial(run, volume)
+                for name, run in inference_variants(model, model.card.input_size).items()}
+    with torch.no_grad():
+        medians, _ = time_alternating(variants, args.repeats, CPU)
+    print_speed(args, medians)
     with tempfile.TemporaryDirectory(prefix="medres-bench-segment-") as work:
         checkpoint = args.checkpoint or train_phantom_model(Path(work), args.epochs)
         weights = (f"weights from `{args.checkpoint}`" if args.checkpoint else
