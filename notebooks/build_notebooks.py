@@ -30,6 +30,17 @@ SYNTHETIC_NOTE = (
     "medres is for research use only and must not be used for diagnosis."
 )
 
+MEDRES_COMMAND_CELL = """
+
+    def medres(*arguments):
+        \"\"\"Print and run one `medres` command; stop the notebook if it fails.\"\"\"
+        arguments = [str(argument) for argument in arguments]
+        print("$ medres", shlex.join(arguments))
+        code = main(arguments)
+        assert code == 0, f"medres exited with {code}"
+"""
+"""The end of each notebook's set-up cell (which imports ``shlex`` and ``main``): the command runner."""
+
 # A cell is ("md", text) or ("code", source); both are dedented and stripped.
 Cell = tuple[str, str]
 
@@ -59,15 +70,7 @@ CHEST_XRAY_QUICKSTART: list[Cell] = [
 
     WORK = Path("cxr_quickstart")
     WORK.mkdir(exist_ok=True)
-
-
-    def medres(*arguments):
-        \"\"\"Print and run one `medres` command; stop the notebook if it fails.\"\"\"
-        arguments = [str(argument) for argument in arguments]
-        print("$ medres", shlex.join(arguments))
-        code = main(arguments)
-        assert code == 0, f"medres exited with {code}"
-    """),
+""" + MEDRES_COMMAND_CELL),
     ("md", """
     ## 1. A synthetic ChestX-ray14
 
@@ -227,15 +230,7 @@ CT_SEGMENTATION: list[Cell] = [
 
     WORK = Path("ct_segmentation")
     WORK.mkdir(exist_ok=True)
-
-
-    def medres(*arguments):
-        \"\"\"Print and run one `medres` command; stop the notebook if it fails.\"\"\"
-        arguments = [str(argument) for argument in arguments]
-        print("$ medres", shlex.join(arguments))
-        code = main(arguments)
-        assert code == 0, f"medres exited with {code}"
-    """),
+""" + MEDRES_COMMAND_CELL),
     ("md", """
     ## 1. Synthetic phantoms in the Medical Segmentation Decathlon layout
 
