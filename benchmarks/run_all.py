@@ -75,5 +75,6 @@ def replace_section(results: Path, marker: str, section: str, command: str) -> N
     note = f"The {marker.strip('()')} section was re-run on {datetime.date.today().isoformat()} by `{command}`."
     results.write_text("\n## ".join([header.rstrip("\n") + f"\n\n{note}\n", *sections]))
 
+
 if __name__ == "__main__":
     main()

@@ -12,9 +12,10 @@ scan voxel for voxel.
 Mixed precision: ``precision="auto"`` runs bf16 autocast on CPUs with native
 bf16 and on CUDA (see ``medres.train.loop.resolve_precision``). Under reduced
 precision the model and windows use the channels-last memory layout, which
-oneDNN's and cuDNN's 3D convolution kernels need to be fast: on a 2-core CPU a
-batch of four 96^3 windows of ``resunet3d`` took 1.9 s in bf16 without it and
-0.6 s with it (fp32 gains nothing, so fp32 keeps the default layout).
+oneDNN's and cuDNN's 3D convolution kernels prefer: on a 2-core CPU, timed
+alternately, a batch of four 96^3 windows of ``resunet3d`` took a median
+0.97 s in bf16 without it and 0.87 s with it (fp32 gained nothing, so fp32
+keeps the default layout).
 
 Memory: a CUDA out-of-memory error retries with half as many windows per
 batch, then, at one window, on the CPU; each step is recorded in the result's
