@@ -11,11 +11,12 @@ scan voxel for voxel.
 
 Mixed precision: ``precision="auto"`` runs bf16 autocast on CPUs with native
 bf16 and on CUDA (see ``medres.train.loop.resolve_precision``). Under reduced
-precision the model and windows use the channels-last memory layout, which
-oneDNN's and cuDNN's 3D convolution kernels prefer: on a 2-core CPU, timed
-alternately, a batch of four 96^3 windows of ``resunet3d`` took a median
-0.97 s in bf16 without it and 0.87 s with it (fp32 gained nothing, so fp32
-keeps the default layout).
+precision the windows run through a channels-last copy of the model
+(:func:`medres.segment.layout.channels_last_copy`), the layout oneDNN's and
+cuDNN's 3D convolution kernels prefer: on a 2-core CPU, timed alternately, a
+batch of four 96^3 windows of ``resunet3d`` took a median 0.97 s in bf16
+without the layout and 0.87 s with it, before its instance norms kept the
+layout too (fp32 gained nothing, so fp32 runs the model as it is).
 
 Memory: a CUDA out-of-memory error retries with half as many windows per
 batch, then, at one window, on the CPU; each step is recorded in the result's
@@ -38,6 +39,7 @@ from torch import nn
 
 from medres.io import Image
 from medres.models.card import ModelCard
+from medres.segment.layout import channels_last_copy
 from medres.train.loop import autocast_context, resolve_precision
 from medres.transforms.volume import prepare_volume, resample_onto_grid
 
@@ -107,11 +109,13 @@ def window_predictor(model: nn.Module, device: torch.device, precision: str,
                      on_windows: Callable[[int], None] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function from a batch of windows to float32 logits, averaged over mirrored copies.
 
-    The model is put in the memory layout that suits ``precision`` (it stays so).
-    ``on_windows(n)`` is called after each batch with the number of windows it held.
+    Under reduced precision the windows run through a channels-last copy of
+    the model; ``model`` itself is left as it is. ``on_windows(n)`` is called
+    after each batch with the number of windows it held.
     """
     memory_format = window_memory_format(device, precision)
-    model.to(memory_format=memory_format)
+    if memory_format == torch.channels_last_3d:
+        model = channels_last_copy(model)
 
     def predict(windows: torch.Tensor) -> torch.Tensor:
         windows = windows.to(device).contiguous(memory_format=memory_format)
