@@ -43,7 +43,8 @@ class DistributedContext:
     def prepare_model(self, model: nn.Module, channels_last: bool = False) -> nn.Module:
         model = model.to(self.device)
         if channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            weight_ndim = max(parameter.ndim for parameter in model.parameters())
+            model = model.to(memory_format=channels_last_format(weight_ndim))
         if self.world_size > 1:
             device_ids = [self.local_rank] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -53,6 +54,11 @@ class DistributedContext:
         if self.world_size > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def channels_last_format(ndim: int) -> torch.memory_format:
+    """The channels-last layout of a ``ndim``-dimensional batch or weight: 4 for images, 5 for volumes."""
+    return torch.channels_last_3d if ndim == 5 else torch.channels_last
 
 
 def is_main_process() -> bool:

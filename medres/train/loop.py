@@ -30,7 +30,7 @@ from tqdm import tqdm
 from medres.atomic import atomic_output
 from medres.errors import MedresError
 from medres.models.checkpoint import save_checkpoint
-from medres.train.distributed import DistributedContext, unwrap
+from medres.train.distributed import DistributedContext, channels_last_format, unwrap
 from medres.train.state import load_training_state, save_training_state
 
 STATE_FILE, LAST_FILE, BEST_FILE, METRICS_FILE = "state.safetensors", "last.safetensors", "best.safetensors", "metrics.csv"
@@ -164,8 +164,8 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
 
 def _to_device(inputs: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     inputs = inputs.to(device, non_blocking=True)
-    if channels_last and inputs.ndim == 4:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    if channels_last and inputs.ndim in (4, 5):
+        inputs = inputs.contiguous(memory_format=channels_last_format(inputs.ndim))
     return inputs
 
 

@@ -1,4 +1,4 @@
-"""Channels-last inference copies: same outputs as the model, layout kept end to end, the model untouched."""
+"""Channels-last 3D layout: inference copies (same outputs, layout kept end to end, the model untouched) and training."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from medres.data.phantoms import PHANTOM_LABELS
-from medres.models import create_model
+from medres.models import create_model, load_checkpoint
 from medres.segment.inference import sliding_window_logits
 from medres.segment.layout import GROUP_NORM_MIN_CHANNELS, LayoutKeepingInstanceNorm, channels_last_copy
+from medres.train.loop import fit
+from medres.train.segmentation import default_seg_loop
+from medres.train.volume_classifier import default_vol_loop
 
 CHANNELS_LAST = torch.channels_last_3d
 
@@ -77,3 +80,20 @@ def test_bf16_windows_run_on_a_copy_and_agree_with_fp32():
     scale = fp32.abs().max()
     assert (bf16 - fp32).abs().max() < 0.05 * scale
     assert F.cosine_similarity(bf16.flatten(), fp32.flatten(), dim=0) > 0.999
+
+
+def test_3d_training_runs_channels_last_and_saves_plain_weights(tmp_path):
+    """The seg and vol loops default to channels-last; weights and batches are in that layout, checkpoints load."""
+    model = create_model("resunet3d_tiny", labels=PHANTOM_LABELS)
+    layouts = []
+    model.register_forward_pre_hook(lambda module, args: layouts.append(
+        (args[0].is_contiguous(memory_format=CHANNELS_LAST),
+         module.model[0].conv.unit0.conv.weight.is_contiguous(memory_format=CHANNELS_LAST))))
+    data = [(torch.randn(1, 48, 48, 32), torch.randint(0, 4, (1, 48, 48, 32))) for _ in range(4)]
+    loss = lambda logits, targets: F.cross_entropy(logits, targets[:, 0])  # noqa: E731
+    config = default_seg_loop()
+    config.epochs, config.progress = 1, False
+    assert config.channels_last and default_vol_loop().channels_last
+    fit(model, data, lambda net: {"val_loss": 0.0, "score": 1.0}, loss, config, tmp_path)
+    assert layouts == [(True, True)] * 2
+    torch.testing.assert_close(load_checkpoint(tmp_path / "best.safetensors").state_dict(), model.state_dict())
