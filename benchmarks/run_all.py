@@ -73,7 +73,9 @@ def replace_section(results: Path, marker: str, section: str, command: str) -> N
     sections = [section.removeprefix("## ").strip() + "\n" if marker in old.splitlines()[0] else old
                 for old in sections]
     note = f"The {marker.strip('()')} section was re-run on {datetime.date.today().isoformat()} by `{command}`."
-    results.write_text("\n## ".join([header.rstrip("\n") + f"\n\n{note}\n", *sections]))
+    if note not in header:
+        header = header.rstrip("\n") + f"\n\n{note}\n"
+    results.write_text("\n## ".join([header, *sections]))
 
 
 if __name__ == "__main__":
