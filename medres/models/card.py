@@ -29,7 +29,7 @@ IMAGENET_GRAY_NORMALIZATION: dict[str, Any] = {"kind": "imagenet_gray", "mean": 
 """ImageNet's RGB mean/std averaged over channels, applied to a [0, 1] grayscale image."""
 
 # Fields a caller may override in ``create_model(name, **overrides)``; the rest
-# (name, task, spatial_dims, gradcam_layer) are fixed by the architecture.
+# (name, task, spatial_dims, gradcam_layer, architecture_revision) are fixed by the architecture.
 OVERRIDABLE_FIELDS: tuple[str, ...] = (
     "labels", "in_channels", "input_size", "spacing", "normalization", "thresholds",
     "training_data_fingerprint", "extra",
@@ -60,6 +60,12 @@ class ModelCard:
         training_data_fingerprint: Identifies the training data (e.g. a hash of the
             split index); empty for untrained models.
         medres_version: The medres version that wrote the card.
+        architecture_revision: Which revision of the registered architecture the
+            weights were trained for. A factory raises it when a change keeps
+            the state-dict keys and shapes but changes what the same weights
+            compute (a stride, a pooling); checkpoints of another revision are
+            then refused instead of loading and computing something else. Cards
+            written before the field existed are revision 1.
         extra: Free-form data, including fields from newer card versions.
     """
 
@@ -75,6 +81,7 @@ class ModelCard:
     gradcam_layer: str = ""
     training_data_fingerprint: str = ""
     medres_version: str = MEDRES_VERSION
+    architecture_revision: int = 1
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +110,9 @@ class ModelCard:
             raise InvalidModelCardError(f"input_size {self.input_size} needs {self.spatial_dims} positive sizes")
         if self.spacing is not None and len(self.spacing) != self.spatial_dims:
             raise InvalidModelCardError(f"spacing {self.spacing} needs {self.spatial_dims} values")
+        if not isinstance(self.architecture_revision, int) or self.architecture_revision < 1:
+            raise InvalidModelCardError(f"architecture_revision must be a positive integer, got "
+                                        f"{self.architecture_revision!r}")
 
     def to_json(self) -> str:
         """The card as a JSON object (sorted keys, so equal cards give equal text)."""

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from safetensors import SafetensorError
@@ -143,7 +143,8 @@ def load_checkpoint(path: StrPath, map_location: str | torch.device = "cpu") -> 
         TruncatedError, CorruptError: The file is cut short or damaged.
         InvalidModelCardError: No usable card in the metadata.
         UnknownModelError: The card names a model this medres does not register.
-        CheckpointMismatchError: The weights do not fit the architecture.
+        CheckpointMismatchError: The weights do not fit the architecture, or were trained for
+            another revision of it (see ``ModelCard.architecture_revision``).
     """
     path = Path(path)
     metadata = _read_metadata(path)
@@ -156,9 +157,24 @@ def load_checkpoint(path: StrPath, map_location: str | torch.device = "cpu") -> 
             f"plugin that is not imported?): {error.detail}",
             path=path,
         ) from None
+    _refuse_other_revision(model.card, card, path)
     _load_state(model, _read_tensors(path, metadata), strict=True, path=path)
     attach_card(model, card)
     return model.to(map_location).eval()
+
+
+def _refuse_other_revision(built: ModelCard, stored: ModelCard, path: Path) -> None:
+    """Weights trained for another revision of the architecture would load and compute something else."""
+    if built.architecture_revision == stored.architecture_revision:
+        return
+    advice = ("upgrade medres" if stored.architecture_revision > built.architecture_revision else
+              f"retrain with this medres, or run the checkpoint with medres {stored.medres_version} that wrote it")
+    raise CheckpointMismatchError(
+        f"the weights were trained for revision {stored.architecture_revision} of {stored.name!r} and this medres "
+        f"builds revision {built.architecture_revision}: the tensors fit, but the network computes differently; "
+        f"{advice}",
+        path=path,
+    )
 
 
 def load_weights(model: nn.Module, path: StrPath, strict: bool = True) -> LoadReport:
@@ -303,7 +319,28 @@ def _read_metadata(path: Path) -> dict[str, str]:
 
 
 def _header_length_from_first_bytes(head: bytes, size: int, path: Path) -> int:
-    """Refuse pickles, zips and anything else that does not start like safetensors."""
+    """The header length, after refusing pickles, zips and anything else that does not start like safetensors.
+
+    The safetensors layout is tested first: its little-endian length itself
+    starts with a pickle's 0x80 opcode whenever the header is 128 bytes past a
+    multiple of 256 long. Real pickles fail that test (their first 8 bytes
+    read as a length far beyond any header, or byte 8 is not ``{``), and
+    nothing is ever unpickled either way.
+    """
+    header_length = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    if not (2 <= header_length <= SAFETENSORS_MAX_HEADER_BYTES and head[8:9] == b"{"):
+        _refuse_as_not_safetensors(head, size, path)
+    if 8 + header_length > size:
+        raise TruncatedError(
+            f"the safetensors header declares {header_length} bytes but the file has only {size}; "
+            "it was cut short (an interrupted copy?) - copy it again",
+            path=path,
+        )
+    return header_length
+
+
+def _refuse_as_not_safetensors(head: bytes, size: int, path: Path) -> NoReturn:
+    """Say what a file that does not start like safetensors is instead: a pickle, a zip, too short, or other."""
     if head.startswith(PICKLE_PROTOCOL_OPCODE):
         raise UnsafeCheckpointError(f"this is a Python pickle (e.g. a .pt/.pth file). {CONVERSION_ADVICE}", path=path)
     if head.startswith(ZIP_MAGIC):
@@ -312,20 +349,11 @@ def _header_length_from_first_bytes(head: bytes, size: int, path: Path) -> int:
         )
     if len(head) < 9:
         raise TruncatedError(f"the file has only {size} bytes, fewer than any safetensors file", path=path)
-    header_length = int.from_bytes(head[:8], "little")
-    if not 2 <= header_length <= SAFETENSORS_MAX_HEADER_BYTES or head[8:9] != b"{":
-        raise UnsafeCheckpointError(
-            "not a safetensors file (it does not start with an 8-byte header length and a JSON header); "
-            f"only .safetensors checkpoints are loaded. {CONVERSION_ADVICE}",
-            path=path,
-        )
-    if 8 + header_length > size:
-        raise TruncatedError(
-            f"the safetensors header declares {header_length} bytes but the file has only {size}; "
-            "it was cut short (an interrupted copy?) - copy it again",
-            path=path,
-        )
-    return header_length
+    raise UnsafeCheckpointError(
+        "not a safetensors file (it does not start with an 8-byte header length and a JSON header); "
+        f"only .safetensors checkpoints are loaded. {CONVERSION_ADVICE}",
+        path=path,
+    )
 
 
 def _check_data_size(header: Mapping[str, Any], data_size: int, path: Path) -> None:

@@ -136,7 +136,8 @@ class PreActResNet(ResNet):
         return x if self.fc is None else self.fc(x)
 
 
-def _cxr_card(name: str, gradcam_layer: str, input_size: tuple[int, int], overrides: dict[str, Any]) -> ModelCard:
+def _cxr_card(name: str, gradcam_layer: str, input_size: tuple[int, int], overrides: dict[str, Any],
+              architecture_revision: int = 1) -> ModelCard:
     """The default ChestX-ray14 card for ``name``, with caller overrides applied."""
     default = ModelCard(
         name=name,
@@ -147,6 +148,7 @@ def _cxr_card(name: str, gradcam_layer: str, input_size: tuple[int, int], overri
         input_size=input_size,
         normalization=dict(IMAGENET_GRAY_NORMALIZATION),
         gradcam_layer=gradcam_layer,
+        architecture_revision=architecture_revision,
     )
     return default.with_overrides(**overrides)
 
@@ -261,8 +263,12 @@ def chexnet_tiny(**overrides: Any) -> nn.Module:
       training seeds learned evidence a cell or two beside each lesion (peaks
       11-20 pixels off, always the same way per label), which classifies as
       well but points beside it.
+
+    These changes made it architecture revision 2: revision-1 checkpoints
+    (stride 32, average pooling) fit its tensors but are refused on loading.
     """
-    card = _cxr_card("chexnet_tiny", gradcam_layer="layer4", input_size=(128, 128), overrides=overrides)
+    card = _cxr_card("chexnet_tiny", gradcam_layer="layer4", input_size=(128, 128), overrides=overrides,
+                     architecture_revision=2)
     network = _monai_resnet(card, ResNetBlock, (1, 1, 1, 1), block_inplanes=(8, 16, 32, 64))
     for stage in (network.layer3, network.layer4):
         _keep_resolution(stage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import pickle
 from pathlib import Path
@@ -25,6 +26,7 @@ from medres.errors import (
     UsageError,
 )
 from medres.models import (
+    ModelCard,
     checkpoint_sha256,
     create_model,
     load_checkpoint,
@@ -115,6 +117,17 @@ def test_bad_extra_metadata_is_refused(tmp_path, trained_tiny_model, extra_metad
     with pytest.raises(UsageError, match=message):
         save_checkpoint(trained_tiny_model, tmp_path / "x.safetensors", extra_metadata=extra_metadata)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_header_length_whose_first_byte_looks_like_a_pickle_still_loads(tmp_path, trained_tiny_model, tiny_input):
+    """A header 128 bytes past a multiple of 256 makes the file start with 0x80, a pickle's first byte."""
+    for padding in range(256):
+        path = save_checkpoint(trained_tiny_model, tmp_path / "x.safetensors", extra_metadata={"note": "x" * padding})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no padding gave a header length whose low byte is 0x80")
+    assert torch.equal(outputs(load_checkpoint(path), tiny_input), outputs(trained_tiny_model, tiny_input))
 
 
 def test_saving_needs_a_card(tmp_path):
@@ -237,6 +250,30 @@ def test_card_naming_an_unregistered_model_is_refused(tmp_path, trained_tiny_mod
     with pytest.raises(UnknownModelError, match="chexnet_tiny") as caught:
         load_checkpoint(path)
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(("stored_revision", "advice"), [(1, "retrain with this medres"), (3, "upgrade medres")])
+def test_weights_for_another_architecture_revision_are_refused(tmp_path, trained_tiny_model, stored_revision,
+                                                               advice):
+    """chexnet_tiny revision 1 (stride 32, average pooling) had the same tensors: its weights must not load silently."""
+    card = dataclasses.replace(trained_tiny_model.card, architecture_revision=stored_revision)
+    path = save_checkpoint(trained_tiny_model, tmp_path / "other_revision.safetensors", card)
+    with pytest.raises(CheckpointMismatchError, match=f"revision {stored_revision} of 'chexnet_tiny'.*{advice}") as caught:
+        load_checkpoint(path)
+    assert caught.value.reason == "checkpoint_mismatch" and str(path) in str(caught.value)
+    assert read_card(path).architecture_revision == stored_revision  # the card itself still reads
+
+
+def test_cards_written_before_revisions_existed_are_revision_1(trained_tiny_model):
+    assert trained_tiny_model.card.architecture_revision == 2
+    assert create_model("resunet3d_tiny").card.architecture_revision == 1
+    data = json.loads(trained_tiny_model.card.to_json())
+    del data["architecture_revision"]
+    assert ModelCard.from_json(json.dumps(data)).architecture_revision == 1
+    with pytest.raises(InvalidModelCardError, match="architecture_revision"):
+        ModelCard.from_json(json.dumps({**data, "architecture_revision": 0}))
+    with pytest.raises(UsageError, match="architecture_revision"):
+        create_model("chexnet_tiny", architecture_revision=1)
 
 
 def test_strict_load_weights_lists_every_mismatch_at_once(tmp_path, trained_tiny_model):
