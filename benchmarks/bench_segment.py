@@ -11,8 +11,8 @@ it (4 windows per batch, ``overlap=0.5``, Gaussian blending, bf16 autocast in
 the channels-last layout where the CPU supports bf16), plus the same in fp32,
 and MONAI at batch 1 in fp32 with medres's overlap and blending (the same
 arithmetic as medres, without its speed-ups). Runs alternate so machine noise
-hits all alike; figures are ratios of medians. The reference gets its own copy
-of the model, so medres's layout change cannot touch it.
+hits all alike; figures are ratios of medians. All share one model: medres
+runs bf16 windows through a channels-last copy and leaves the model as it is.
 
 Agreement needs trained weights (an untrained network's classes are tied and
 any rounding flips its argmax): ``resunet3d_tiny`` is trained here through
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import functools
 import sys
 import tempfile
@@ -73,9 +72,11 @@ from medres.transforms.volume import normalize_intensities, prepare_volume
 SPACING_MM = 1.5
 UNTRAINED_CT = {"kind": "per_channel", "channels": [{"kind": "ct_clip_zscore", "clip_low": -100.0,
                                                      "clip_high": 800.0, "mean": 80.0, "std": 150.0}]}
-AGREEMENT_SPACING_MM, AGREEMENT_PATCH = ("2.5",) * 3, ("64", "64", "48")  # windows of 160 x 160 x 120 mm
-TRAINING_ARGS = ["--model", "resunet3d_tiny", "--spacing", *AGREEMENT_SPACING_MM, "--patch", *AGREEMENT_PATCH,
-                 "--patches-per-epoch", "60", "--lr", "2e-3", "--mirror-axes", "--patience", "100", "--no-progress"]
+AGREEMENT_SPACING_MM, AGREEMENT_PATCH = "2.5", ("64", "64", "48")  # windows of 160 x 160 x 120 mm
+TRAINING_PHANTOMS, PATCHES_PER_EPOCH = 12, 60
+TRAINING_ARGS = ["--model", "resunet3d_tiny", "--spacing", *[AGREEMENT_SPACING_MM] * 3, "--patch", *AGREEMENT_PATCH,
+                 "--patches-per-epoch", str(PATCHES_PER_EPOCH), "--lr", "2e-3", "--mirror-axes", "--patience", "100",
+                 "--no-progress"]
 MONAI_DEFAULTS = "MONAI defaults (sw_batch_size 1, overlap 0.25, constant, fp32)"
 MONAI_SAME_MATHS = "MONAI, medres's overlap and blending (sw_batch_size 1, overlap 0.5, gaussian, fp32)"
 MEDRES_FP32 = "medres, fp32 (4 per batch, overlap 0.5, gaussian)"
@@ -94,10 +95,9 @@ def phantom_volume(size: tuple[int, int, int]) -> torch.Tensor:
 
 def inference_variants(model: torch.nn.Module, roi: tuple[int, ...]) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Each way of turning a prepared ``(C, X, Y, Z)`` volume into logits ``(K, X, Y, Z)``."""
-    reference = copy.deepcopy(model)
     return {
-        MONAI_DEFAULTS: lambda volume: sliding_window_inference(volume[None], roi, 1, reference)[0],
-        MONAI_SAME_MATHS: lambda volume: sliding_window_inference(volume[None], roi, 1, reference, overlap=0.5,
+        MONAI_DEFAULTS: lambda volume: sliding_window_inference(volume[None], roi, 1, model)[0],
+        MONAI_SAME_MATHS: lambda volume: sliding_window_inference(volume[None], roi, 1, model, overlap=0.5,
                                                                   mode="gaussian")[0],
         MEDRES_FP32: lambda volume: sliding_window_logits(model, volume, roi, CPU, 4, 0.5, "fp32"),
         MEDRES_DEFAULT: lambda volume: sliding_window_logits(model, volume, roi, CPU, 4, 0.5, "auto"),
@@ -105,8 +105,8 @@ def inference_variants(model: torch.nn.Module, roi: tuple[int, ...]) -> dict[str
 
 
 def train_phantom_model(work: Path, epochs: int) -> Path:
-    """``resunet3d_tiny`` trained through ``medres train seg`` on 12 phantoms; its best checkpoint."""
-    data = make_ct_phantoms(work / "phantoms_train", 12, seed=11)
+    """``resunet3d_tiny`` trained through ``medres train seg`` on the training phantoms; its best checkpoint."""
+    data = make_ct_phantoms(work / "phantoms_train", TRAINING_PHANTOMS, seed=11)
     run = work / "run"
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the Markdown report
         code = medres_cli(["train", "seg", "--data", str(data), "--out", str(run), "--epochs", str(epochs),
@@ -195,8 +195,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medres-bench-segment-") as work:
         checkpoint = args.checkpoint or train_phantom_model(Path(work), args.epochs)
         weights = (f"weights from `{args.checkpoint}`" if args.checkpoint else
-                   f"`resunet3d_tiny` trained here for {args.epochs} epochs of 60 patches of 64x64x48 at 2.5 mm on 12 "
-                   "phantoms")
+                   f"`resunet3d_tiny` trained here for {args.epochs} epochs of {PATCHES_PER_EPOCH} patches of "
+                   f"{'x'.join(AGREEMENT_PATCH)} at {AGREEMENT_SPACING_MM} mm on {TRAINING_PHANTOMS} phantoms")
         print_agreement(held_out_labels(load_checkpoint(checkpoint).eval(), Path(work)), weights)
 
 
