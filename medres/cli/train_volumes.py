@@ -24,6 +24,9 @@ def _add_common(parser: argparse.ArgumentParser, default_model: str, default_epo
     parser.add_argument("--epochs", type=int, default=default_epochs)
     parser.add_argument("--batch-size", type=int, default=default_batch)
     parser.add_argument("--lr", type=float, default=default_lr)
+    parser.add_argument("--lr-schedule", choices=("poly", "plateau"),
+                        help="poly: nnU-Net's decay to zero over the epochs; plateau: lowered when the validation loss "
+                        "stalls (default: the task's)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
                         help="mixed precision: auto = bf16 on capable CPUs, bf16/fp16 on CUDA")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
@@ -43,7 +46,8 @@ def register_seg(tasks: argparse._SubParsersAction) -> None:
     seg = tasks.add_parser(
         "seg", help="train a 3D residual U-Net on an MSD / nnU-Net folder",
         description="Train a 3D segmentation model on random patches (1/3 centred on labels), Dice + cross-entropy, "
-        "validated by sliding-window mean Dice on held-out cases. Volumes are resampled to the training cases' "
+        "validated by sliding-window mean Dice on held-out cases, learning rate decayed to zero by nnU-Net's poly "
+        "schedule. Volumes are resampled to the training cases' "
         "median spacing and normalised as nnU-Net does (CT: foreground 0.5/99.5 percentiles, then z-score; MR: "
         "z-score per image); both go into the model card. Multi-GPU: torchrun --nproc_per_node N -m medres train seg")
     _add_common(seg, "resunet3d", 50, 3e-4, 2)
@@ -72,6 +76,7 @@ def _loop_config(args: argparse.Namespace, defaults):
     defaults.precision, defaults.workers, defaults.seed = args.precision, args.workers, args.seed
     defaults.deterministic, defaults.early_stopping_patience = args.deterministic, args.patience
     defaults.checkpoint_every_steps, defaults.progress = args.checkpoint_every, args.progress
+    defaults.lr_schedule = args.lr_schedule or defaults.lr_schedule
     return defaults
 
 

