@@ -7,7 +7,6 @@ import tracemalloc
 from types import SimpleNamespace
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
