@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -183,3 +184,10 @@ def test_train_seg_refuses_a_patch_the_unet_cannot_halve(phantoms, tmp_path, cap
     assert "must be a multiple of 8" in capsys.readouterr().err
     assert main(["train", "seg", "--data", str(phantoms), "--out", str(tmp_path), "--mirror-axes", "3"]) == 1
     assert "--mirror-axes" in capsys.readouterr().err
+
+
+def test_train_seg_takes_the_plateau_schedule_on_request(phantoms, tmp_path):
+    assert main(["train", "seg", "--data", str(phantoms), "--out", str(tmp_path), "--model", "resunet3d_tiny",
+                 "--epochs", "1", "--patches-per-epoch", "2", "--lr-schedule", "plateau", "--no-progress"]) == 0
+    loop = json.loads((tmp_path / "config.json").read_text())["loop"]
+    assert (loop["lr_schedule"], loop["plateau_factor"], loop["plateau_patience"]) == ("plateau", 0.5, 5)

@@ -5,6 +5,7 @@ Everything here uses the one ``resunet3d_tiny`` trained per session (see conftes
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -112,6 +113,13 @@ def test_resuming_a_finished_run_trains_no_further(trained_seg_run, capsys):
     assert main(["train", "seg", "--resume", str(trained_seg_run)]) == 0
     assert (trained_seg_run / "metrics.csv").read_text() == before
     assert json.loads((trained_seg_run / "split.json").read_text())["val"]
+
+
+def test_training_decays_the_learning_rate_to_zero_as_nnunet_does(trained_seg_run):
+    assert json.loads((trained_seg_run / "config.json").read_text())["loop"]["lr_schedule"] == "poly"
+    with open(trained_seg_run / "metrics.csv") as stream:
+        rates = [float(row["lr"]) for row in csv.DictReader(stream)]
+    assert rates == pytest.approx([2e-3 * (1 - epoch / len(rates)) ** 0.9 for epoch in range(len(rates))])
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
