@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from medres.atomic import atomic_output
-from medres.errors import MedresError
+from medres.errors import MedresError, UsageError
 from medres.models.checkpoint import save_checkpoint
 from medres.train.distributed import DistributedContext, channels_last_format, unwrap
 from medres.train.state import load_training_state, save_training_state
@@ -224,7 +224,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any
     if config.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
                                                           patience=config.plateau_patience)
-    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r} (plateau or poly)")
+    raise UsageError(f"unknown lr_schedule {config.lr_schedule!r} (plateau or poly)")
 
 
 def _run_epoch(model, train_dataset, sampler, validate, loss_fn, optimizer, scheduler, scaler, config,

@@ -7,6 +7,7 @@ import csv
 import pytest
 import torch
 
+from medres.errors import UsageError
 from medres.models import create_model
 from medres.train.loop import TrainConfig, fit, make_scheduler
 
@@ -65,5 +66,5 @@ def test_plateau_lowers_the_rate_only_after_the_loss_stalls(batches, tmp_path):
 
 def test_an_unknown_schedule_is_refused():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    with pytest.raises(ValueError, match="plateau or poly"):
+    with pytest.raises(UsageError, match="plateau or poly"):
         make_scheduler(optimizer, TrainConfig(lr_schedule="cosine"))
