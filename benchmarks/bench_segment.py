@@ -24,16 +24,12 @@ windows still overlap by 48 of 64 voxels along R-L and 36 of 48 along S-I, so
 the blending matters. Gaussian and constant blending disagree only where
 windows overlap and the model's windows disagree on an organ's boundary, so
 the agreement follows how consistent the model is there; the spleen, the
-smallest organ (about 50 mL), is the most sensitive. Measured while choosing
-this recipe: at the phantoms' own ~3.3 x 4.5 mm with 48x48x32 windows, eleven
-training runs gave a spleen agreement of 0.977-0.993; at 2.5 mm with 64x64x48
-windows and the plateau schedule, 0.9898-0.9936 over eight runs; with the poly
-schedule, 0.9917-0.9952 over seeds 0-4 (liver 0.993-0.998, kidneys
-0.998-0.999); 2.0 mm with 80x80x64 windows (plateau) was no better (0.9876). At the same
-blending every organ agreed at >= 0.997 in every run. Then 4 held-out
-phantoms are segmented by ``segment_image`` (exactly ``medres segment``) and by
-MONAI on the same prepared volume, both resampled onto the input grid; Dice
-per organ between the outputs and against the ground truth. Prints Markdown.
+smallest organ (about 50 mL), is the most sensitive. The other recipes tried
+and the spread over training runs are in ``benchmarks/RESULTS.md``. Then 4
+held-out phantoms are segmented by ``segment_image`` (exactly ``medres
+segment``) and by MONAI on the same prepared volume, both resampled onto the
+input grid; Dice per organ between the outputs and against the ground truth.
+Prints Markdown.
 """
 
 from __future__ import annotations
@@ -68,6 +64,7 @@ from medres.segment.inference import (
     sliding_window_logits,
 )
 from medres.train.loop import resolve_precision
+from medres.train.segmentation import default_seg_loop
 from medres.transforms.volume import normalize_intensities, prepare_volume
 
 SPACING_MM = 1.5
@@ -196,7 +193,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medres-bench-segment-") as work:
         checkpoint = args.checkpoint or train_phantom_model(Path(work), args.epochs)
         weights = (f"weights from `{args.checkpoint}`" if args.checkpoint else
-                   f"`resunet3d_tiny` trained here (poly schedule) for {args.epochs} epochs of {PATCHES_PER_EPOCH} patches of "
+                   f"`resunet3d_tiny` trained here ({default_seg_loop().lr_schedule} schedule) for {args.epochs} "
+                   f"epochs of {PATCHES_PER_EPOCH} patches of "
                    f"{'x'.join(AGREEMENT_PATCH)} at {AGREEMENT_SPACING_MM} mm on {TRAINING_PHANTOMS} phantoms")
         print_agreement(held_out_labels(load_checkpoint(checkpoint).eval(), Path(work)), weights)
 

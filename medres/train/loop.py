@@ -227,6 +227,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any
     raise UsageError(f"unknown lr_schedule {config.lr_schedule!r} (plateau or poly)")
 
 
+def step_scheduler(scheduler: Any, val_loss: float) -> None:
+    """End-of-epoch step: the plateau rule reads the validation loss, a fixed curve does not."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
+
+
 def _run_epoch(model, train_dataset, sampler, validate, loss_fn, optimizer, scheduler, scaler, config,
                progress, context, run_dir, save_state) -> None:
     started = time.perf_counter()
@@ -244,10 +252,7 @@ def _run_epoch(model, train_dataset, sampler, validate, loss_fn, optimizer, sche
     train_loss = train_one_epoch(model, loader, loss_fn, optimizer, config, progress, context, on_step, scaler)
     results = validate(unwrap(model))
     _record_epoch(unwrap(model), results, train_loss, optimizer, config, progress, context, run_dir, started)
-    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        scheduler.step(results["val_loss"])
-    else:
-        scheduler.step()
+    step_scheduler(scheduler, results["val_loss"])
     progress.epoch += 1
     progress.batch_in_epoch = 0
     save_state()

@@ -41,9 +41,8 @@ def default_seg_loop() -> TrainConfig:
     epoch, so the final weights are annealed whatever the noise in the
     validation loss (on ``bench_segment``'s phantom recipe the plateau rule
     first lowered the rate after 26 to 70 of 80 epochs, depending on the run).
-    There, overlapping windows agreed better with poly: the spleen Dice
-    between Gaussian and constant blending was 0.9898-0.9936 over eight
-    plateau runs and 0.9917-0.9952 over six poly runs.
+    There, overlapping windows agreed better with poly (the spleen Dice
+    between Gaussian and constant blending, ``benchmarks/RESULTS.md``).
 
     Channels-last 3D layout: on one CPU core, timed alternately, a training
     step of ``resunet3d_tiny`` (two 48x48x32 patches) took 0.090 s -> 0.060 s
