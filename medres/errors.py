@@ -133,3 +133,48 @@ class PatientLeakageError(MedresError):
 class GeometryMismatchError(MedresError):
     reason = "geometry_mismatch"
     default_message = "an image and its label (or prediction) do not share one voxel grid; resample one onto the other"
+
+
+class NotSafetensorsError(MedresError):
+    reason = "not_safetensors"
+    default_message = "not a .safetensors checkpoint (no safetensors header); give the file `medres train` wrote"
+
+
+class EmptyInputError(MedresError):
+    reason = "empty_input"
+    default_message = "the input holds no file to work on"
+
+
+class InputMovedError(MedresError):
+    reason = "input_moved"
+    default_message = (
+        "the folder that was scored is no longer where the run recorded it; "
+        "move it back or pass its new place"
+    )
+
+
+class OutOfScopeError(MedresError):
+    """Base of the reasons an image is outside what a model was trained on (the scope gate)."""
+
+    reason = "out_of_scope"
+    default_message = "the model does not apply to this image"
+
+
+class OutOfScopeModalityError(OutOfScopeError):
+    reason = "out_of_scope_modality"
+    default_message = "not a projection radiograph (CR/DX, PNG or JPEG); the chest X-ray model does not apply"
+
+
+class OutOfScopeBodyPartError(OutOfScopeError):
+    reason = "out_of_scope_body_part"
+    default_message = "BodyPartExamined is not CHEST; the chest X-ray model does not apply"
+
+
+class OutOfScopeViewError(OutOfScopeError):
+    reason = "out_of_scope_view"
+    default_message = "ViewPosition is not a frontal view (PA/AP); the model was trained on frontal films"
+
+
+class OutOfScopeDimensionalityError(OutOfScopeError):
+    reason = "out_of_scope_dimensionality"
+    default_message = "not a single 2D image (a volume or a multi-frame object); the chest X-ray model does not apply"
