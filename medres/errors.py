@@ -15,22 +15,32 @@ class MedresError(Exception):
     """Base class of every error medres raises for bad input or usage.
 
     Args:
-        message: What went wrong and how to fix it.
+        message: What went wrong and how to fix it: medres's own words.
         path: The file or folder concerned, if any; prefixed to the message.
+        quoted: Text from elsewhere that the message quotes (a decoder's or library's own error
+            message), appended in parentheses. It is kept apart from medres's words because it may
+            echo a file's header values: privacy redaction applies to it and never to ``detail``.
     """
 
     reason: str = "error"
     default_message: str = "medres could not complete the request"
 
-    def __init__(self, message: str | None = None, *, path: str | PathLike[str] | None = None):
+    def __init__(self, message: str | None = None, *, path: str | PathLike[str] | None = None,
+                 quoted: str | None = None):
         self.path = None if path is None else str(path)
         self.detail = message or self.default_message
-        text = self.detail if self.path is None else f"{self.path}: {self.detail}"
-        super().__init__(text)
+        self.quoted = quoted or None
+        text = self.detail if self.quoted is None else f"{self.detail} ({self.quoted})"
+        super().__init__(text if self.path is None else f"{self.path}: {text}")
 
     def one_line(self) -> str:
         """The error as ``reason: message`` on one line, for tables and the CLI."""
         return f"{self.reason}: {' '.join(str(self).split())}"
+
+
+def library_message(error: BaseException, limit: int = 300) -> str:
+    """A library exception's message on one line, at most ``limit`` characters (its type if empty)."""
+    return " ".join(str(error).split())[:limit] or type(error).__name__
 
 
 class NotFoundError(MedresError):

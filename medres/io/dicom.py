@@ -41,6 +41,7 @@ from medres.errors import (
     TruncatedError,
     UnsupportedPhotometricError,
     UnsupportedTransferSyntaxError,
+    library_message,
 )
 from medres.io.assemble import image_from_frames
 from medres.io.budget import check_size_budget
@@ -73,14 +74,14 @@ def translate_errors(path: str | os.PathLike[str]) -> Iterator[None]:
     except InvalidDicomError as error:
         raise NotDicomError(path=path) from error
     except (EOFError, BufferError) as error:
-        raise TruncatedError(f"the file ends early ({error})", path=path) from error
+        raise TruncatedError("the file ends early", path=path, quoted=library_message(error)) from error
     except MemoryError as error:
         raise CorruptError("decoding needed more memory than available", path=path) from error
     except Exception as error:  # decoders raise anything from ValueError to RuntimeError
-        message = " ".join(str(error).split())[:300] or type(error).__name__
+        message = library_message(error)
         if any(word in message.lower() for word in ("truncat", "end of file", "too short", "less than")):
-            raise TruncatedError(f"the file ends early ({message})", path=path) from error
-        raise CorruptError(f"cannot decode ({type(error).__name__}: {message})", path=path) from error
+            raise TruncatedError("the file ends early", path=path, quoted=message) from error
+        raise CorruptError("cannot decode", path=path, quoted=f"{type(error).__name__}: {message}") from error
 
 
 def read_dicom_dataset(path: str | os.PathLike[str], *, defer_pixels: bool = True) -> Dataset:

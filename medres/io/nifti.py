@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medres.errors import CorruptError, MedresError, TruncatedError
+from medres.errors import CorruptError, MedresError, TruncatedError, library_message
 from medres.io.budget import check_size_budget
 from medres.io.detect import GZIP_MAGIC
 from medres.io.geometry import to_closest_canonical, voxel_spacing
@@ -32,12 +32,12 @@ def read_nifti(path: str | Path, *, size_budget: int) -> Image:
     except MedresError:
         raise
     except (EOFError, zlib.error) as error:
-        raise TruncatedError(f"the file ends early ({error})", path=path) from error
+        raise TruncatedError("the file ends early", path=path, quoted=library_message(error)) from error
     except Exception as error:  # nibabel raises HeaderDataError, ValueError, OSError...
-        message = " ".join(str(error).split())[:300]
+        message = library_message(error)
         if any(word in message.lower() for word in ("truncat", "end of", "too small", "buffer size")):
-            raise TruncatedError(f"the file ends early ({message})", path=path) from error
-        raise CorruptError(f"cannot read as NIfTI ({type(error).__name__}: {message})", path=path) from error
+            raise TruncatedError("the file ends early", path=path, quoted=message) from error
+        raise CorruptError("cannot read as NIfTI", path=path, quoted=f"{type(error).__name__}: {message}") from error
     channels = _channel_first(data, path)
     array, canonical_affine = to_closest_canonical(channels, affine)
     meta = {

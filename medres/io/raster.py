@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from medres.errors import CorruptError, MedresError, TruncatedError
+from medres.errors import CorruptError, MedresError, TruncatedError, library_message
 from medres.io.budget import check_size_budget
 from medres.io.image import Image
 
@@ -37,12 +37,13 @@ def read_raster(path: str | Path, *, size_budget: int) -> Image:
     except UnidentifiedImageError as error:
         raise CorruptError("starts like a PNG/JPEG but Pillow cannot identify it", path=path) from error
     except PILImage.DecompressionBombError as error:
-        raise CorruptError(f"refused by Pillow's decompression-bomb guard ({error})", path=path) from error
+        raise CorruptError("refused by Pillow's decompression-bomb guard", path=path,
+                           quoted=library_message(error)) from error
     except (OSError, SyntaxError, ValueError) as error:
-        message = " ".join(str(error).split())[:300]
+        message = library_message(error)
         if "truncated" in message.lower():
-            raise TruncatedError(f"the image data ends early ({message})", path=path) from error
-        raise CorruptError(f"cannot decode ({message})", path=path) from error
+            raise TruncatedError("the image data ends early", path=path, quoted=message) from error
+        raise CorruptError("cannot decode", path=path, quoted=message) from error
     meta = {"source_format": image_format, "mode": mode, "spacing_known": False, "geometry": "plane"}
     if mode not in ("L", "I;16", "I;16B", "I;16L", "I", "F", "1"):
         meta["converted_from"] = mode

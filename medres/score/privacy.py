@@ -15,8 +15,10 @@ Three mechanisms:
 3. **Silence.** pydicom's warnings can quote header values, so warnings and
    library logs are dropped (in the main process and in decoder workers,
    whose stdout/stderr go to /dev/null) unless verbose output is asked for,
-   and any error message that happens to contain one of the file's
-   identifying values has it replaced by ``[redacted]``.
+   and text an error quotes from a decoder or library (which may echo header
+   values) has the file's identifying values masked as whole values; medres's
+   own words are never searched, so a patient called "pre" cannot turn
+   "presentation state" into "[redacted]sentation state".
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import warnings
 from collections.abc import Iterable, Iterator
@@ -33,6 +36,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from medres.errors import MedresError
 from medres.io.metadata import IDENTIFYING_KEYWORDS
 
 KEY_FILE = ".pseudonym_key"
@@ -95,16 +99,27 @@ def identifying_values(dataset: Dataset) -> list[str]:
                 continue
             text = str(value).strip()
             values.append(text)
-            values.extend(part for part in text.replace("^", " ").split() if len(part) >= 3)
-    return [value for value in values if len(value) >= 2]
+            values.extend(text.replace("^", " ").split())
+    return [value for value in values if value]
 
 
 def redact(text: str, values: Iterable[str]) -> str:
-    """``text`` with every occurrence of the given values replaced by ``[redacted]`` (longest first)."""
+    """``text`` with each of the values, where it stands as a whole word or phrase, replaced by ``[redacted]``.
+
+    A value counts (in any letter case) only where no letter or digit touches it
+    on either side, so a short name is masked where it is quoted and never inside
+    another word. Longer values are masked first, so a full name wins over its parts.
+    """
     for value in sorted(set(values), key=len, reverse=True):
         if value:
-            text = text.replace(value, "[redacted]")
+            text = re.sub(rf"(?<![^\W_]){re.escape(value)}(?![^\W_])", "[redacted]", text, flags=re.IGNORECASE)
     return text
+
+
+def redacted_message(error: MedresError, values: Iterable[str]) -> str:
+    """An error's message for a table: medres's words as they are, quoted library text redacted."""
+    detail = " ".join(error.detail.split())
+    return detail if error.quoted is None else f"{detail} ({redact(error.quoted, values)})"
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from pydicom.dataset import Dataset
 
-from medres.errors import MedresError, NotDicomError, NotFoundError
+from medres.errors import MedresError, NotDicomError, NotFoundError, library_message
 from medres.io import read_image
 from medres.io.assemble import image_from_frames
 from medres.io.detect import detect_format
@@ -32,7 +32,7 @@ from medres.io.dicom import apply_pixel_semantics, decode_frames, read_dicom_dat
 from medres.io.image import Image
 from medres.models.card import ModelCard
 from medres.score.outcomes import InternalError
-from medres.score.privacy import identifying_values, pseudonym, redact, silence_process
+from medres.score.privacy import identifying_values, pseudonym, redact, redacted_message, silence_process
 from medres.score.tasks import TASKS, HeaderFacts
 
 PR_SET_PDEATHSIG = 1
@@ -95,9 +95,9 @@ def prepare_file(path: str, relative: str) -> WorkerResult:
     try:
         return _prepare(Path(path), relative, found_identifiers)
     except MedresError as error:
-        return WorkerResult(reason=error.reason, message=redact(_detail(error), found_identifiers))
+        return WorkerResult(reason=error.reason, message=redacted_message(error, found_identifiers))
     except Exception as error:  # a decoder bug must cost this file only  # noqa: BLE001
-        message = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        message = f"{type(error).__name__}: {library_message(error)}"
         return WorkerResult(reason=InternalError.reason, message=redact(message, found_identifiers))
 
 
@@ -177,11 +177,6 @@ def _header_text(dataset: Dataset | None, keyword: str) -> str:
         return ""
     value: Any = dataset.get(keyword)
     return "" if value is None else str(value).strip()
-
-
-def _detail(error: MedresError) -> str:
-    """The error's message without the absolute path (tables carry the relative path)."""
-    return " ".join(error.detail.split())
 
 
 __all__ = ["WorkerSettings", "WorkerResult", "initialize_worker", "prepare_file", "decode_dicom"]
