@@ -9,8 +9,10 @@ DICOM test files shipped by pydicom and pydicom-data).
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ def run_command(arguments: list[str], settings: TourSettings) -> None:
     from medres.cli.main import main
     from medres.errors import MedresError
 
-    settings.echo(f"\n$ medres {shlex.join(arguments)}")
+    settings.echo(f"\n$ {medres_executable()} {shlex.join(arguments)}")
     code = main(arguments)
     if code not in (0, 3):  # 3: scoring finished with some files refused, as intended here
         raise MedresError(f"`medres {shlex.join(arguments)}` exited with {code}")
@@ -181,8 +183,42 @@ def summary_lines(result: TourResult, settings: TourSettings) -> list[str]:
         lines.append(f"  {name:<16} {path}")
     for name, seconds in result.seconds.items():
         lines.append(f"  {name:<28} {seconds:6.0f} s")
-    app = ["medres", "app", "--root", str(settings.out), "--checkpoint", str(result.outputs["cxr_checkpoint"])]
-    if "seg_checkpoint" in result.outputs:
-        app += ["--seg-checkpoint", str(result.outputs["seg_checkpoint"])]
-    lines += ["", "Open the review app on these results:", f"  {shlex.join(app)}"]
+    lines += ["", "Open the review app on these results (in this folder, from any shell):",
+              f"  {app_command(result, settings)}"]
+    activate = Path(sys.executable).parent / "activate"
+    if medres_executable() != "medres" and activate.is_file():
+        lines.append(f"  (or run `source {_shell_path(activate)}` once, then type `medres ...` as in the README)")
     return lines
+
+
+def app_command(result: TourResult, settings: TourSettings) -> str:
+    """The command line that opens the review app on the tour's outputs, runnable in a new shell."""
+    arguments = ["app", "--root", str(settings.out), "--checkpoint", str(result.outputs["cxr_checkpoint"])]
+    if "seg_checkpoint" in result.outputs:
+        arguments += ["--seg-checkpoint", str(result.outputs["seg_checkpoint"])]
+    return f"{medres_executable()} {shlex.join(arguments)}"
+
+
+def medres_executable() -> str:
+    """How a new shell reaches this medres: the ``medres`` script beside this interpreter.
+
+    A shell that has not activated the virtual environment has no ``medres`` on
+    its PATH, so the script is named by its path (relative to the working
+    folder when it lies under it, as ``.venv/bin/medres`` after ``make demo``).
+    Plain ``medres`` only when that is what the PATH finds.
+    """
+    script = Path(sys.executable).parent / "medres"
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m medres"
+    on_path = shutil.which("medres")
+    if on_path and Path(on_path).absolute() == script.absolute() and "VIRTUAL_ENV" not in os.environ:
+        return "medres"
+    return _shell_path(script)
+
+
+def _shell_path(path: Path) -> str:
+    """``path`` for a shell started in the working folder: relative when under it, quoted."""
+    try:
+        return shlex.quote(str(path.absolute().relative_to(Path.cwd().absolute())))
+    except ValueError:
+        return shlex.quote(str(path.absolute()))
