@@ -1,71 +1,47 @@
 """The worklist: an output folder of ``medres score`` as a sortable, filterable table.
 
-``scores.csv`` has ``sop_pseudonym, path, study_pseudonym, series_pseudonym,
-modality, view``, then ``prob_<Label>`` and ``call_<Label>`` per label,
-``model`` and ``checkpoint_sha256``; ``path`` is relative to the scored input
-folder, which ``run.json`` may record. ``errors.csv`` lists files that were
-skipped or failed. Heatmaps, when the run wrote them, are PNGs found through
-a ``heatmap`` column or by the row's pseudonym under ``heatmaps/``.
+The folder is read by :func:`medres.score.folder.read_score_folder`, the
+same module that defines its layout for the writer: a row's image is its
+``path`` under the ``input_root`` that ``run.json`` records (absolute,
+wherever ``score`` ran from), its heatmap is where ``score --heatmaps``
+wrote it. Nothing is guessed: when the scored folder is no longer where the
+run recorded it, the reader says so (``input_moved``) and the user gives its
+new place (``input_root``).
 
-Every file the worklist leads to is resolved inside the app's root, so a
-crafted ``scores.csv`` or ``run.json`` cannot make the app open other files.
+Every file the worklist leads to is then checked to lie inside the app's
+root (:func:`medres.app.files.resolve_under_root`), so a crafted scores
+table or ``run.json`` cannot make the app open other files.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from medres.app.files import UnsafePathError, resolve_under_root
-from medres.errors import DatasetLayoutError, MedresError
+from medres.errors import NotFoundError
+from medres.score import folder as score_folder
+from medres.score.folder import CALL_PREFIX, PROBABILITY_PREFIX, ScoreFolder
 
-SCORES_FILE, ERRORS_FILE, RUN_FILE, HEATMAP_FOLDER = "scores.csv", "errors.csv", "run.json", "heatmaps"
-REQUIRED_COLUMNS: tuple[str, ...] = ("sop_pseudonym", "path")
-INPUT_ROOT_KEYS: tuple[str, ...] = ("input_root", "input", "root", "data", "folder")
-PROBABILITY_PREFIX, CALL_PREFIX = "prob_", "call_"
-
-
-@dataclass(frozen=True)
-class Worklist:
-    """A loaded ``medres score`` output folder.
-
-    Attributes:
-        folder: The output folder (inside the root).
-        table: ``scores.csv`` as read.
-        labels: Labels that have a ``prob_`` column, in file order.
-        run_info: ``run.json`` (empty when absent).
-        errors: ``errors.csv`` (empty when absent).
-    """
-
-    folder: Path
-    table: pd.DataFrame
-    labels: tuple[str, ...]
-    run_info: dict = field(default_factory=dict)
-    errors: pd.DataFrame = field(default_factory=pd.DataFrame)
+Worklist = ScoreFolder  # the worklist is the score folder as its own reader gives it
+MOVED_PROMPT = "Scored folder moved? Its new place:"
+MOVED_FIX = f'type its new place, relative to the root, in "{MOVED_PROMPT}"'
 
 
-def load_worklist(folder: Path) -> Worklist:
-    """Read ``scores.csv`` (and ``run.json``/``errors.csv`` when present) from an output folder.
+def load_worklist(folder: Path, input_root: Path | None = None) -> Worklist:
+    """Read an output folder of ``medres score``.
+
+    Args:
+        folder: The output folder (already checked to lie inside the root).
+        input_root: The scored folder's new place, when it moved after the run
+            (already checked to lie inside the root); None for the recorded place.
 
     Raises:
-        DatasetLayoutError: No ``scores.csv``, or it lacks the required columns.
+        DatasetLayoutError: Not an output folder of ``medres score``.
     """
-    scores_path = folder / SCORES_FILE
-    if not scores_path.is_file():
-        raise DatasetLayoutError(f"no {SCORES_FILE}: not an output folder of `medres score`", path=folder)
-    table = pd.read_csv(scores_path, dtype={"sop_pseudonym": str, "path": str}, keep_default_na=False,
-                        na_values=[""])
-    missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
-    labels = tuple(column[len(PROBABILITY_PREFIX):] for column in table.columns
-                   if column.startswith(PROBABILITY_PREFIX))
-    if missing or not labels:
-        raise DatasetLayoutError(f"{SCORES_FILE} lacks columns {', '.join(missing) or 'prob_<Label>'}",
-                                 path=scores_path)
-    return Worklist(folder, table, labels, _read_json(folder / RUN_FILE), _read_csv(folder / ERRORS_FILE))
+    return score_folder.read_score_folder(folder, input_root)
 
 
 def filter_worklist(worklist: Worklist, label: str, min_probability: float = 0.0, max_probability: float = 1.0,
@@ -76,7 +52,7 @@ def filter_worklist(worklist: Worklist, label: str, min_probability: float = 0.0
     keep = table[column].between(min_probability, max_probability)
     call_column = CALL_PREFIX + label
     if positives_only and call_column in table.columns:
-        keep &= table[call_column].astype(str).str.lower().isin(["1", "true", "positive", "1.0"])
+        keep &= table[call_column] == 1
     return table[keep].sort_values(column, ascending=not descending, kind="stable")
 
 
@@ -86,93 +62,53 @@ def display_columns(worklist: Worklist, label: str) -> list[str]:
     return [column for column in wanted if column in worklist.table.columns]
 
 
-def image_path(worklist: Worklist, row: pd.Series, root: str | os.PathLike[str]) -> Path:
-    """The scored image of ``row``, found inside the root.
-
-    ``path`` is relative to the scoring run's input folder: that folder is taken
-    from ``run.json`` when it names one inside the root, else the output
-    folder's parent and the root itself are tried.
+def input_folder(worklist: Worklist, root: str | os.PathLike[str]) -> Path:
+    """The scored folder, found and inside the root (the page checks it once, before any row is opened).
 
     Raises:
-        UnsafePathError: The row's path would leave the root.
-        MedresError: The image is not found under any candidate folder.
+        InputMovedError: It is not where the run recorded it (or where the user said).
+        UnsafePathError: It lies outside the app's root.
     """
-    relative = str(row["path"])
-    for base in _input_folders(worklist, root):
-        try:
-            candidate = resolve_under_root(root, _join(base, relative))
-        except UnsafePathError:
-            if base == "":
-                raise
-            continue
-        if candidate.exists():
-            return candidate
-    raise MedresError("the scored image is not under the root (was the input folder moved?)", path=relative)
+    found = score_folder.require_input_root(worklist, MOVED_FIX)
+    return _inside_root(found, root, "the scored folder")
+
+
+def image_path(worklist: Worklist, row: pd.Series, root: str | os.PathLike[str]) -> Path:
+    """The scored image of ``row``, inside the root.
+
+    Raises:
+        InputMovedError: The scored folder is not where the run recorded it.
+        UnsafePathError: The image (the row's path, or a link on the way) would leave the root.
+        NotFoundError: The scored folder is there but the file is not (any more).
+    """
+    input_folder(worklist, root)
+    path = _inside_root(score_folder.image_path(worklist, row), root, "the scored image")
+    if not path.is_file():
+        raise NotFoundError(f"the scored image is no longer in the scored folder {worklist.input_root} "
+                            "(deleted or renamed since the run)", path=str(row["path"]))
+    return path
 
 
 def heatmap_path(worklist: Worklist, row: pd.Series, label: str, root: str | os.PathLike[str]) -> Path | None:
-    """The run's heatmap PNG for ``row`` and ``label``, if it wrote one (None otherwise)."""
-    relative_folder = _relative_to_root(worklist.folder, root)
-    if "heatmap" in row.index and isinstance(row["heatmap"], str) and row["heatmap"]:
-        try:
-            found = resolve_under_root(root, _join(relative_folder, row["heatmap"]))
-            return found if found.is_file() else None
-        except UnsafePathError:
-            return None
-    folder = worklist.folder / HEATMAP_FOLDER
-    if not folder.is_dir():
-        return None
-    key = str(row["sop_pseudonym"])
-    matches = sorted(folder.rglob(f"{key}*{label}*.png")) or sorted(folder.rglob(f"{key}*.png"))
-    for match in matches:
-        relative = _relative_to_root(match, root)
-        if relative is None:
-            continue
-        try:
-            return resolve_under_root(root, relative)
-        except UnsafePathError:
-            continue
-    return None
+    """The heatmap ``score --heatmaps`` wrote for ``row`` and ``label``, inside the root; None when none.
+
+    Raises:
+        UnsafePathError: The heatmap (or a link on the way) would leave the root.
+    """
+    path = score_folder.heatmap_path(worklist, row, label)
+    return None if path is None else _inside_root(path, root, "the heatmap")
 
 
-def _input_folders(worklist: Worklist, root: str | os.PathLike[str]) -> list[str]:
-    """Candidate input folders, relative to the root, most specific first."""
-    candidates = []
-    for key in INPUT_ROOT_KEYS:
-        value = worklist.run_info.get(key)
-        if isinstance(value, str) and value:
-            relative = _relative_to_root(Path(value), root)
-            if relative is not None:
-                candidates.append(relative)
-    parent = _relative_to_root(worklist.folder.parent, root)
-    candidates += [item for item in (parent, "") if item is not None]
-    return list(dict.fromkeys(candidates))
-
-
-def _relative_to_root(path: Path, root: str | os.PathLike[str]) -> str | None:
+def _inside_root(path: Path, root: str | os.PathLike[str], what: str) -> Path:
+    """``path`` (absolute, as the reader gives it) resolved and checked to lie inside ``root``."""
     real_root = Path(root).resolve()
-    resolved = (real_root / path).resolve() if not path.is_absolute() else path.resolve()
-    if resolved == real_root:
-        return ""
-    if real_root in resolved.parents:
-        return resolved.relative_to(real_root).as_posix()
-    return None
-
-
-def _join(base: str | None, relative: str) -> str:
-    return f"{base}/{relative}" if base else relative
-
-
-def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        relative = Path(path).relative_to(real_root)
+    except ValueError:
+        raise UnsafePathError(f"{what} is outside the app's root {real_root}; start the app with a root that "
+                              "holds it", path=path) from None
+    return resolve_under_root(real_root, relative.as_posix())
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        return pd.DataFrame()
+__all__ = ["MOVED_PROMPT", "Worklist", "display_columns", "filter_worklist", "heatmap_path", "image_path",
+           "input_folder", "load_worklist"]

@@ -2,10 +2,10 @@
 
 The maps come from :func:`medres.explain.explain` (Grad-CAM on the card's
 ``gradcam_layer``); this module only decides which classes to explain and
-where the PNGs go: ``heatmaps/<sop_pseudonym>/<Label>.png``, an 8-bit map on
-the model's input grid (0 = no evidence, 255 = the class probability's peak,
-as ``medres.explain`` scales it), named by pseudonym so no identifier reaches
-a file name.
+writes each as an 8-bit map on the model's input grid (0 = no evidence,
+255 = the class probability's peak, as ``medres.explain`` scales it). Where
+a PNG goes, ``heatmaps/<sop_pseudonym>/<Label>.png``, is defined once in
+:func:`medres.score.folder.heatmap_file`, which the readers use too.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import nn
 from medres.atomic import write_with_atomically
 from medres.explain import explain
 from medres.models.card import ModelCard
+from medres.score.folder import heatmap_file
 
 
 class HeatmapWriter:
@@ -45,13 +46,13 @@ class HeatmapWriter:
         return written
 
     def _save(self, pseudonym: str, label: str, heatmap: np.ndarray) -> None:
-        folder = self.folder / (pseudonym or "unknown")
-        folder.mkdir(parents=True, exist_ok=True)
+        target = heatmap_file(self.folder, pseudonym, label)
+        target.parent.mkdir(parents=True, exist_ok=True)
         pixels = np.clip(np.round(heatmap * 255.0), 0, 255).astype(np.uint8)
-        write_with_atomically(folder / f"{label}.png", lambda path: PILImage.fromarray(pixels).save(path, format="PNG"))
+        write_with_atomically(target, lambda path: PILImage.fromarray(pixels).save(path, format="PNG"))
 
 
 def heatmap_writer(folder: Path) -> HeatmapWriter:
-    """A writer into ``folder`` (created) using :func:`medres.explain.explain`."""
+    """A writer into ``folder`` (created; ``OUT_DIR/heatmaps``) using :func:`medres.explain.explain`."""
     folder.mkdir(parents=True, exist_ok=True)
     return HeatmapWriter(folder, explain)

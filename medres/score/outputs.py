@@ -1,5 +1,7 @@
 """The output tables (scores, errors) and ``run.json``, written atomically from the journal.
 
+Their names and places are defined in :mod:`medres.score.folder`, which also reads them back.
+
 Tables are rebuilt from the journal at the end of every run, in the walk's
 order (sorted by path), rather than appended to as files finish: the order
 does not depend on which worker or rank finished first, so a resumed run, a
@@ -21,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from medres.atomic import atomic_output, fsync_directory
+from medres.score.folder import CALL_PREFIX, ERROR_COLUMNS, PROBABILITY_PREFIX, TABLE_FORMATS, table_file_name
 
-ERROR_COLUMNS: tuple[str, ...] = ("path", "outcome", "reason", "message")
 IDENTIFIER_COLUMNS: tuple[str, ...] = ("patient_id", "accession_number")
-TABLE_FORMATS: tuple[str, ...] = ("csv", "parquet")
 PARQUET_CHUNK_ROWS = 10_000
 TEMPORARY_PREFIX = ".medres-tmp-"
 
@@ -32,7 +33,7 @@ TEMPORARY_PREFIX = ".medres-tmp-"
 def score_columns(labels: Sequence[str], keep_identifiers: bool) -> list[str]:
     """Columns of the scores table, in order."""
     columns = ["sop_pseudonym", "path", "study_pseudonym", "series_pseudonym", "modality", "view"]
-    columns += [f"prob_{label}" for label in labels] + [f"call_{label}" for label in labels]
+    columns += [PROBABILITY_PREFIX + label for label in labels] + [CALL_PREFIX + label for label in labels]
     columns += ["model", "checkpoint_sha256"]
     return columns + list(IDENTIFIER_COLUMNS) if keep_identifiers else columns
 
@@ -47,8 +48,9 @@ def score_row(info: dict[str, str], relative: str, probabilities: Sequence[float
     for column in ("study_pseudonym", "series_pseudonym", "modality", "view"):
         row[column] = info.get(column, "")
     rounded = [round(float(value), 6) for value in probabilities]
-    row.update({f"prob_{label}": value for label, value in zip(labels, rounded)})
-    row.update({f"call_{label}": int(float(value) >= thresholds[label]) for label, value in zip(labels, probabilities)})
+    row.update({PROBABILITY_PREFIX + label: value for label, value in zip(labels, rounded)})
+    row.update({CALL_PREFIX + label: int(float(value) >= thresholds[label])
+                for label, value in zip(labels, probabilities)})
     row["model"], row["checkpoint_sha256"] = model_name, checkpoint_sha256
     for column in IDENTIFIER_COLUMNS:
         if column in info:
@@ -57,7 +59,7 @@ def score_row(info: dict[str, str], relative: str, probabilities: Sequence[float
 
 
 class TableWriter:
-    """Streams rows into ``<name>.<format>`` atomically; ``commit()`` publishes the table.
+    """Streams rows into ``<name>.<format>`` (see :mod:`medres.score.folder`) atomically; ``commit()`` publishes it.
 
     CSV rows are written as they come; Parquet rows are buffered
     :data:`PARQUET_CHUNK_ROWS` at a time into row groups, so memory stays
@@ -65,7 +67,7 @@ class TableWriter:
     """
 
     def __init__(self, out_dir: Path, name: str, columns: Sequence[str], table_format: str) -> None:
-        self.path = out_dir / f"{name}.{table_format}"
+        self.path = out_dir / table_file_name(name, table_format)
         self.columns, self.table_format = list(columns), table_format
         self.temporary = out_dir / f"{TEMPORARY_PREFIX}{name}-{secrets.token_hex(6)}.{table_format}"
         self.rows_written = 0
@@ -120,9 +122,9 @@ def _arrow_schema(columns: Sequence[str]) -> Any:
     import pyarrow as arrow
 
     def column_type(name: str) -> Any:
-        if name.startswith("prob_"):
+        if name.startswith(PROBABILITY_PREFIX):
             return arrow.float64()
-        return arrow.int8() if name.startswith("call_") else arrow.string()
+        return arrow.int8() if name.startswith(CALL_PREFIX) else arrow.string()
 
     return arrow.schema([(name, column_type(name)) for name in columns])
 
@@ -145,7 +147,8 @@ def remove_stale_temporaries(out_dir: Path) -> int:
 
 
 def read_table(path: Path) -> Iterator[dict[str, str]]:
-    """Rows of a CSV table written here (for tests and tools)."""
+    """Rows of a CSV table written here, as text (for tests; tools read a folder with
+    :func:`medres.score.folder.read_score_folder`)."""
     with open(path, newline="", encoding="utf-8") as stream:
         yield from csv.DictReader(stream)
 

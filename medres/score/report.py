@@ -11,6 +11,7 @@ from typing import Any
 
 from medres import __version__ as MEDRES_VERSION
 from medres.score.discover import walk_folder
+from medres.score.folder import ERRORS_TABLE, RUN_FILE, SCORES_TABLE, input_root_record
 from medres.score.journal import JournalIndex
 from medres.score.outcomes import OUTCOMES, ChangedDuringRunError
 from medres.score.setup import RunSetup
@@ -51,7 +52,7 @@ def finish_run(setup: RunSetup, all_stats: list[RunStats], started: float, world
     counts, reasons = write_tables(setup)
     tables_seconds = time.perf_counter() - tables_started
     report = run_report(setup, all_stats, counts, reasons, started, world_size, tables_seconds)
-    write_json_atomically(setup.out_dir / "run.json", report)
+    write_json_atomically(setup.out_dir / RUN_FILE, report)
     return report
 
 
@@ -67,8 +68,8 @@ def write_tables(setup: RunSetup) -> tuple[dict[str, int], dict[str, int]]:
     """
     config = setup.config
     columns = score_columns(setup.card.labels, config.keep_identifiers)
-    scores = TableWriter(setup.out_dir, "scores", columns, config.table_format)
-    errors = TableWriter(setup.out_dir, "errors", ERROR_COLUMNS, config.table_format)
+    scores = TableWriter(setup.out_dir, SCORES_TABLE, columns, config.table_format)
+    errors = TableWriter(setup.out_dir, ERRORS_TABLE, ERROR_COLUMNS, config.table_format)
     counts: Counter = Counter({outcome: 0 for outcome in OUTCOMES})
     reasons: Counter = Counter()
     studies: set[str] = set()
@@ -98,13 +99,19 @@ def write_tables(setup: RunSetup) -> tuple[dict[str, int], dict[str, int]]:
 
 def run_report(setup: RunSetup, all_stats: list[RunStats], counts: dict[str, int], reasons: dict[str, int],
                started: float, world_size: int, tables_seconds: float) -> dict[str, Any]:
-    """The content of ``run.json``: counts, timings, throughput, versions, arguments (no identifiers)."""
+    """The content of ``run.json``: counts, timings, throughput, versions, arguments (no identifiers).
+
+    ``input_root`` is the scored folder, absolute and resolved: ``arguments.input_dir``
+    is as typed, relative to wherever ``score`` ran, so readers of the folder
+    (see :mod:`medres.score.folder`) find the images through ``input_root``.
+    """
     this_run: Counter = Counter()
     for stats in all_stats:
         this_run.update(stats.outcomes)
     scoring_seconds = max((stats.seconds for stats in all_stats), default=0.0)
     scored_now = this_run["scored"]
     return {
+        **input_root_record(setup.input_dir),
         "exit_code": EXIT_SOME_FAILED if counts.get("failed", 0) else EXIT_OK,
         "counts": {"files_found": sum(counts[outcome] for outcome in OUTCOMES), **counts},
         "reasons": reasons,

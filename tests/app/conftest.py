@@ -1,23 +1,20 @@
-"""Fixtures for the review app: a root folder with samples, an untrained tiny checkpoint, an AppTest."""
+"""Fixtures for the review app: a root with samples and real `medres score` output, tiny checkpoints, an AppTest."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image as PILImage
 
 from medres.models import CXR14_LABELS, create_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 APP_SCRIPT = REPO / "apps" / "review.py"
 APP_TIMEOUT_S = 120
-
 
 
 @pytest.fixture(scope="session")
@@ -29,36 +26,47 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture()
-def app_root(tmp_path: Path) -> Path:
-    """A root folder: the committed samples plus a fake `medres score` output folder."""
-    root = tmp_path / "root"
+@pytest.fixture(scope="session")
+def all_positive_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained chexnet_tiny with every threshold at 0: every call is positive, so `score --heatmaps`
+    writes a heatmap for every label of every image."""
+    torch.manual_seed(0)
+    model = create_model("chexnet_tiny", thresholds={label: 0.0 for label in CXR14_LABELS})
+    return save_checkpoint(model, tmp_path_factory.mktemp("checkpoint") / "all_positive.safetensors")
+
+
+def run_score(input_dir: str | Path, out_dir: str | Path, checkpoint: Path, *options: str) -> int:
+    """The real `medres score --heatmaps` (its CLI entry point); relative paths are taken from the cwd."""
+    from medres.cli.main import main
+
+    return main(["score", str(input_dir), "--checkpoint", str(checkpoint), "--out", str(out_dir), "--heatmaps",
+                 "--no-progress", *options])
+
+
+@pytest.fixture(scope="session")
+def scored_samples(tmp_path_factory: pytest.TempPathFactory, all_positive_checkpoint: Path) -> Path:
+    """A root made once per session: the committed samples in `samples/`, and `scored/` written by
+    `medres score --heatmaps` on them, run from the root's parent with relative paths."""
+    root = tmp_path_factory.mktemp("scored_samples") / "root"
     shutil.copytree(REPO / "sample_data", root / "samples")
-    write_score_output(root / "scored", ["samples/chest.png", "samples/cr_chest_monochrome1.dcm"])
+    with contextlib.chdir(root.parent):
+        assert run_score("root/samples", "root/scored", all_positive_checkpoint) == 0
     return root
 
 
-def write_score_output(folder: Path, paths: list[str]) -> Path:
-    """A small output folder shaped like `medres score`'s: scores.csv, errors.csv, run.json, a heatmap."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    rows = []
-    for number, path in enumerate(paths):
-        row = {"sop_pseudonym": f"sop{number:03d}", "path": path, "study_pseudonym": f"st{number}",
-               "series_pseudonym": f"se{number}", "modality": "CR", "view": "PA"}
-        probabilities = rng.random(len(CXR14_LABELS))
-        row.update({f"prob_{label}": round(float(p), 4) for label, p in zip(CXR14_LABELS, probabilities)})
-        row.update({f"call_{label}": int(p >= 0.5) for label, p in zip(CXR14_LABELS, probabilities)})
-        row.update({"model": "chexnet_tiny", "checkpoint_sha256": "0" * 64})
-        rows.append(row)
-    for row, probability in zip(rows, (0.91, 0.12)):
-        row["prob_Effusion"], row["call_Effusion"] = probability, int(probability >= 0.5)
-    pd.DataFrame(rows).to_csv(folder / "scores.csv", index=False)
-    (folder / "errors.csv").write_text("path,outcome,reason,message\nnotes.txt,skipped,not_dicom,not an image\n")
-    (folder / "run.json").write_text('{"input_root": "%s"}' % folder.parent.as_posix())
-    (folder / "heatmaps").mkdir()
-    PILImage.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "heatmaps" / "sop000_Effusion.png")
-    return folder
+@pytest.fixture()
+def app_root(tmp_path: Path, scored_samples: Path, all_positive_checkpoint: Path) -> Path:
+    """A root folder: the committed samples plus a real `medres score --heatmaps` output folder `scored/`.
+
+    The session's scored root is copied (modification times kept) and `score`
+    is run again on the copy: it resumes the files from the copied journal
+    (no model runs) and writes the copy's own tables and `run.json`, whose
+    input root is this copy's `samples/`.
+    """
+    root = tmp_path / "root"
+    shutil.copytree(scored_samples, root, symlinks=True)
+    assert run_score(root / "samples", root / "scored", all_positive_checkpoint) == 0
+    return root
 
 
 @pytest.fixture()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -14,7 +15,8 @@ from medres.cli import app as app_cli
 from medres.cli.main import build_parser
 from medres.errors import DatasetLayoutError, NotDicomError, NotFoundError, TooLargeError, UsageError
 from medres.io import read_image
-from tests.app.conftest import REPO, write_score_output
+from medres.models import CXR14_LABELS
+from tests.app.conftest import REPO
 
 SAMPLES = REPO / "sample_data"
 
@@ -125,31 +127,55 @@ def test_label_volumes_in_millilitres_and_grid_check() -> None:
         volume.check_same_grid(image, read_image(SAMPLES / "ct_series"))
 
 
-def test_worklist_load_filter_and_find_files(tmp_path: Path) -> None:
-    (tmp_path / "samples").mkdir()
-    for name in ("chest.png", "cr_chest_monochrome1.dcm"):
-        (tmp_path / "samples" / name).write_bytes((SAMPLES / name).read_bytes())
-    folder = write_score_output(tmp_path / "out", ["samples/chest.png", "samples/cr_chest_monochrome1.dcm"])
-    loaded = worklist.load_worklist(folder)
-    assert len(loaded.labels) == 14 and len(loaded.errors) == 1
-    rows = worklist.filter_worklist(loaded, "Effusion", 0.5, 1.0)
-    assert list(rows["path"]) == ["samples/chest.png"]
+def test_worklist_reads_real_score_output_and_finds_its_files(app_root: Path) -> None:
+    scored = app_root / "scored"
+    scores, errors = pd.read_csv(scored / "scores.csv"), pd.read_csv(scored / "errors.csv")
+    loaded = worklist.load_worklist(scored)
+    assert loaded.labels == tuple(CXR14_LABELS) and len(loaded.table) == len(scores) == 2
+    assert len(loaded.errors) == len(errors) > 0
+    by_effusion = scores.sort_values("prob_Effusion", ascending=False, kind="stable")
+    assert list(worklist.filter_worklist(loaded, "Effusion")["path"]) == list(by_effusion["path"])
     ascending = worklist.filter_worklist(loaded, "Effusion", descending=False)
-    assert list(ascending["prob_Effusion"]) == [0.12, 0.91]
-    row = loaded.table.iloc[0]
-    assert worklist.image_path(loaded, row, tmp_path) == (tmp_path / "samples" / "chest.png").resolve()
-    assert worklist.heatmap_path(loaded, row, "Effusion", tmp_path).name == "sop000_Effusion.png"
-    assert worklist.heatmap_path(loaded, loaded.table.iloc[1], "Effusion", tmp_path) is None
-    with pytest.raises(DatasetLayoutError, match="scores.csv"):
-        worklist.load_worklist(tmp_path / "samples")
+    assert list(ascending["path"]) == list(by_effusion["path"])[::-1]
+    highest = float(scores["prob_Effusion"].max())
+    assert list(worklist.filter_worklist(loaded, "Effusion", highest, 1.0)["path"]) == [by_effusion["path"].iloc[0]]
+    assert len(worklist.filter_worklist(loaded, "Effusion", positives_only=True)) == 2, "thresholds 0: all positive"
+    for _, row in loaded.table.iterrows():
+        assert worklist.image_path(loaded, row, app_root) == (app_root / "samples" / row["path"]).resolve()
+        heatmap = worklist.heatmap_path(loaded, row, "Effusion", app_root)
+        assert heatmap == (scored / "heatmaps" / row["sop_pseudonym"] / "Effusion.png").resolve()
+    with pytest.raises(DatasetLayoutError, match="scores"):
+        worklist.load_worklist(app_root / "samples")
 
 
-def test_worklist_rows_cannot_point_outside_the_root(tmp_path: Path) -> None:
-    folder = write_score_output(tmp_path / "out", ["../../etc/passwd"])
-    (folder / "run.json").write_text('{"input_root": "/"}')
-    loaded = worklist.load_worklist(folder)
+@pytest.mark.parametrize("crafted", ["../../etc/passwd", "/etc/passwd", "link_out.png"])
+def test_worklist_rows_cannot_point_outside_the_root(app_root: Path, tmp_path: Path, crafted: str) -> None:
+    (tmp_path / "secret.png").write_bytes((SAMPLES / "chest.png").read_bytes())
+    (app_root / "samples" / "link_out.png").symlink_to(tmp_path / "secret.png")
+    scores = pd.read_csv(app_root / "scored" / "scores.csv", dtype=str)
+    scores.loc[0, "path"] = crafted
+    scores.to_csv(app_root / "scored" / "scores.csv", index=False)
+    loaded = worklist.load_worklist(app_root / "scored")
     with pytest.raises(files.UnsafePathError):
-        worklist.image_path(loaded, loaded.table.iloc[0], tmp_path)
+        worklist.image_path(loaded, loaded.table.iloc[0], app_root)
+
+
+def test_worklist_says_when_a_scored_image_is_gone(app_root: Path) -> None:
+    loaded = worklist.load_worklist(app_root / "scored")
+    row = loaded.table.iloc[0]
+    (app_root / "samples" / row["path"]).unlink()
+    with pytest.raises(NotFoundError, match="no longer in the scored folder"):
+        worklist.image_path(loaded, row, app_root)
+
+
+def test_worklist_refuses_a_scored_folder_or_heatmap_outside_the_root(app_root: Path) -> None:
+    loaded = worklist.load_worklist(app_root / "scored")
+    with pytest.raises(files.UnsafePathError, match="outside the app's root") as caught:
+        worklist.image_path(loaded, loaded.table.iloc[0], app_root / "scored")
+    assert caught.value.reason == "unsafe_path"
+    row = loaded.table.iloc[0].copy()
+    row["sop_pseudonym"] = "../../samples"
+    assert worklist.heatmap_path(loaded, row, "Effusion", app_root) is None
 
 
 def dataset_with_phi() -> Dataset:
