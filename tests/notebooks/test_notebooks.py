@@ -1,22 +1,24 @@
-"""Execute every tour notebook in a fresh kernel running this interpreter, so the notebooks never drift.
+"""Check the tour notebooks against their jupytext scripts, and execute each one, so the notebooks never drift.
 
-Each notebook runs in its own temporary working directory (it must write only
-there) with ``nbclient``; any cell error fails the test and names the cell.
-The kernel is this test's own Python (``sys.executable``) through a kernelspec
-written to a temporary folder, so a ``python3`` kernelspec elsewhere on the
-machine (a user's or the system's) can never run the notebooks with another
-interpreter or another medres.
+Each notebook's source is a jupytext percent script (``notebooks/NAME.py``);
+the committed ``NAME.ipynb`` is generated from it and must hold the same cells,
+without outputs. Each notebook runs in its own temporary working directory (it
+must write only there) with ``nbclient``; any cell error fails the test and
+names the cell. The kernel is this test's own Python (``sys.executable``)
+through a kernelspec written to a temporary folder, so a ``python3`` kernelspec
+elsewhere on the machine (a user's or the system's) can never run the notebooks
+with another interpreter or another medres.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import jupytext
 import nbclient
 import nbformat
 import pytest
@@ -26,7 +28,9 @@ from nbclient.exceptions import CellExecutionError
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 SAMPLE_DATA = REPO / "sample_data"
-NOTEBOOKS = ("01_chest_xray_quickstart.ipynb", "02_ct_segmentation.ipynb", "03_review_results.ipynb")
+NOTEBOOKS = ("01_chest_xray_quickstart", "02_ct_segmentation", "03_review_results")
+PAIRED_FORMATS = "ipynb,py:percent"
+REGENERATE = "jupytext --to ipynb --update notebooks/{name}.py"
 KERNEL_NAME = "python3"
 CELL_TIMEOUT_S = 600
 
@@ -53,6 +57,16 @@ def use_this_interpreter_as_kernel(folder: Path, monkeypatch: pytest.MonkeyPatch
     assert KernelSpecManager().get_kernel_spec(KERNEL_NAME).argv[0] == sys.executable
 
 
+def make_shared_helper_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put ``notebooks/`` on the kernel's ``PYTHONPATH``, for ``from _helpers import medres``.
+
+    Jupyter starts a kernel in the notebook's own folder, where the import works
+    as it is; the tests start it in a temporary working directory instead.
+    """
+    folders = [str(NOTEBOOK_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(folders))
+
+
 def files_under(*folders: Path) -> set[Path]:
     return {path for folder in folders if folder.is_dir() for path in folder.rglob("*")
             if "__pycache__" not in path.parts}
@@ -68,27 +82,43 @@ def cell_outputs_text(notebook: nbformat.NotebookNode) -> str:
     return "\n".join(parts)
 
 
-def test_notebooks_are_built_from_the_generator_without_outputs():
-    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOK_DIR / "build_notebooks.py")
-    build_notebooks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_notebooks)
-    expected = build_notebooks.rendered_notebooks()
-    assert sorted(path.name for path in expected) == sorted(NOTEBOOKS)
-    for path, text in expected.items():
-        assert path.read_text() == text, f"{path.name} is stale: run python notebooks/build_notebooks.py"
-        notebook = nbformat.reads(text, as_version=4)
-        assert all(not cell.get("outputs") and cell.get("execution_count") is None
-                   for cell in notebook.cells if cell.cell_type == "code")
-        assert "synthetic" in notebook.cells[0].source.lower()
+def cell_sources(notebook: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """Each cell's type and source, the part of a notebook its jupytext script holds."""
+    return [(cell.cell_type, cell.source) for cell in notebook.cells]
+
+
+def test_each_notebook_has_its_jupytext_script():
+    scripts = sorted(path.stem for path in NOTEBOOK_DIR.glob("[0-9]*.py"))
+    notebooks = sorted(path.stem for path in NOTEBOOK_DIR.glob("[0-9]*.ipynb"))
+    assert scripts == notebooks == list(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_has_the_cells_of_its_script_and_no_outputs(name: str):
+    script = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    notebook = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    assert cell_sources(notebook) == cell_sources(script), f"{name}.ipynb is stale: run {REGENERATE.format(name=name)}"
+    assert script.metadata["jupytext"]["formats"] == notebook.metadata["jupytext"]["formats"] == PAIRED_FORMATS
+    assert notebook.metadata["kernelspec"]["name"] == KERNEL_NAME
+    assert all(not cell.get("outputs") and cell.get("execution_count") is None
+               for cell in notebook.cells if cell.cell_type == "code"), f"{name}.ipynb was committed with outputs"
+    assert notebook.cells[0].cell_type == "markdown" and "synthetic" in notebook.cells[0].source.lower()
+
+
+def test_the_command_runner_is_written_once_in_the_shared_helper():
+    defining = [path.name for path in sorted(NOTEBOOK_DIR.glob("*.py")) if "def medres(" in path.read_text()]
+    assert defining == ["_helpers.py"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_without_errors(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    notebook = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     notebook.cells.insert(0, nbformat.v4.new_code_cell("import sys\nprint(sys.executable)", id="test-interpreter"))
     workdir = tmp_path / "work"
     workdir.mkdir()
     use_this_interpreter_as_kernel(tmp_path / "jupyter", monkeypatch)
+    make_shared_helper_importable(monkeypatch)
     repo_files_before = files_under(NOTEBOOK_DIR, SAMPLE_DATA)
     client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL_NAME,
                                      resources={"metadata": {"path": str(workdir)}})
@@ -98,7 +128,7 @@ def test_notebook_runs_without_errors(name: str, tmp_path: Path, monkeypatch: py
     except CellExecutionError as error:
         pytest.fail(f"{name}: a cell failed:\n{error}", pytrace=False)
     finally:
-        nbformat.write(notebook, tmp_path / name)  # executed copy, with outputs, for a look after a failure
+        nbformat.write(notebook, tmp_path / f"{name}.ipynb")  # executed, with outputs: to look at after a failure
     print(f"\n{name}: executed in {time.perf_counter() - started:.0f} s")
     assert notebook.cells[0].outputs[0].text.strip() == sys.executable, "the kernel ran another Python"
     assert "Traceback" not in cell_outputs_text(notebook), "a traceback was printed (e.g. logged by a worker)"
