@@ -1,5 +1,6 @@
 """Evaluation metrics: AUROC/AUPRC with patient-level bootstrap intervals, calibration, thresholds,
-and spacing-aware segmentation metrics (Dice, HD95 and surface Dice in millimetres)."""
+and spacing-aware segmentation metrics (Dice, HD95 in MedPy's and MONAI's conventions, and surface Dice,
+in millimetres)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,22 @@ from medres.metrics.classification import (
     per_label_metrics,
     reliability_curve,
 )
-from medres.metrics.segmentation import dice, hausdorff95_mm, normalized_surface_dice
+from medres.metrics.segmentation import (
+    SurfaceMetrics,
+    dice,
+    hausdorff95_max_directed_mm,
+    hausdorff95_mm,
+    mask_surface,
+    normalized_surface_dice,
+    surface_metrics,
+)
 
 __all__ = [
     "BootstrapInterval",
     "MetricUndefinedWarning",
     "MultiLabelBootstrapInterval",
     "ReliabilityCurve",
+    "SurfaceMetrics",
     "bootstrap_ci",
     "choose_thresholds",
     "classification_summary",
@@ -31,8 +41,11 @@ __all__ = [
     "compute_auroc",
     "dice",
     "expected_calibration_error",
+    "hausdorff95_max_directed_mm",
     "hausdorff95_mm",
+    "mask_surface",
     "normalized_surface_dice",
     "per_label_metrics",
     "reliability_curve",
+    "surface_metrics",
 ]
