@@ -34,6 +34,7 @@ class TourSettings:
     n_phantoms: int = 12
     seg_epochs: int = 12
     echo: Callable[[str], None] = print
+    progress: bool = True
 
 
 @dataclass
@@ -47,6 +48,8 @@ def run_command(arguments: list[str], settings: TourSettings) -> None:
     from medres.cli.main import main
     from medres.errors import MedresError
 
+    if not settings.progress:
+        arguments = [*arguments, "--no-progress"]
     settings.echo(f"\n$ {medres_executable()} {shlex.join(arguments)}")
     code = main(arguments)
     if code not in (0, 3):  # 3: scoring finished with some files refused, as intended here
@@ -106,13 +109,14 @@ def chest_xray_journey(settings: TourSettings) -> dict[str, Path]:
                  "chexnet_tiny", "--epochs", str(settings.cxr_epochs), "--batch-size", "16", "--lr", "2e-3"], settings)
     run_command(["eval", "cxr", "--checkpoint", str(run / "best.safetensors"), "--data", str(data), "--cache",
                  str(cache), "--split", "test", "--out", str(report)], settings)
-    return {"cxr_data": data, "cxr_checkpoint": run / "best.safetensors", "cxr_report": report / "report.md"}
+    return {"cxr_data": data, "cxr_checkpoint": report / "calibrated.safetensors", "cxr_report": report / "report.md"}
 
 
 def scoring_journey(settings: TourSettings) -> dict[str, Path]:
     export = build_sample_export(settings.out / "pacs_export", settings.out / "chestxray14")
     scores = settings.out / "scores"
-    run_command(["score", str(export), "--checkpoint", str(settings.out / "runs" / "cxr" / "best.safetensors"),
+    calibrated = settings.out / "reports" / "cxr" / "calibrated.safetensors"  # eval cxr's val-chosen thresholds
+    run_command(["score", str(export), "--checkpoint", str(calibrated),
                  "--out", str(scores), "--heatmaps"], settings)
     return {"pacs_export": export, "scores": scores / "scores.csv", "score_errors": scores / "errors.csv"}
 

@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from medres.cli.inputs import require_checkpoint, require_folder
 from medres.errors import NotFoundError, UsageError
 
 APP_RELATIVE_PATH = Path("apps") / "review.py"
 STOP_TIMEOUT_S = 10
+TASK_DESCRIPTIONS = {"cxr": "chest X-ray classifier", "seg": "segmentation model", "vol": "volume classifier"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,6 +50,7 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
     command = [sys.executable, "-m", "streamlit", "run", str(app_script()),
                "--server.port", str(args.port), "--server.address", args.address,
                "--server.maxUploadSize", str(args.upload_limit_mb), "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "minimal",
                "--", "--root", str(args.root.resolve()), "--checkpoint", str(args.checkpoint.resolve()),
                "--upload-limit-mb", str(args.upload_limit_mb)]
     if args.seg_checkpoint is not None:
@@ -55,12 +58,44 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
     return command
 
 
+def check_app_arguments(args: argparse.Namespace) -> None:
+    """Check what ``medres app`` was given, without starting Streamlit; raises the first problem found.
+
+    The root must be a folder with files in it; each checkpoint must be
+    safetensors (a pickle or a text file is refused by name), hold a model of
+    the right task (a chest X-ray classifier for ``--checkpoint``, a
+    segmentation model for ``--seg-checkpoint``) and load into that model, as
+    the app itself will load it. So a wrong argument ends here with one line
+    and exit code 2, instead of a server that starts and then shows errors.
+
+    Raises:
+        MedresError: ``not_found``, ``empty_input``, ``usage`` (a file for the
+            root, a checkpoint of another task), ``not_safetensors``,
+            ``unsafe_checkpoint``, ``checkpoint_mismatch`` ...
+    """
+    for option, checkpoint, task in (("--checkpoint", args.checkpoint, "cxr"),
+                                     ("--seg-checkpoint", args.seg_checkpoint, "seg")):
+        if checkpoint is not None:
+            check_app_checkpoint(checkpoint, option, task)
+    require_folder(args.root, "--root")
+    app_script()
+
+
+def check_app_checkpoint(checkpoint: Path, option: str, task: str) -> None:
+    """The checkpoint's card names a ``task`` model, and the app's own loader loads it."""
+    from medres.app.analysis import load_model
+    from medres.models import read_card
+
+    require_checkpoint(checkpoint, option)
+    card = read_card(checkpoint)
+    if card.task != task:
+        raise UsageError(f"{option} needs a {TASK_DESCRIPTIONS[task]} checkpoint, and this one holds a "
+                         f"{TASK_DESCRIPTIONS.get(card.task, repr(card.task))} ({card.name})", path=checkpoint)
+    load_model(checkpoint, task=task)
+
+
 def run_app(args: argparse.Namespace) -> int:
-    if not args.root.is_dir():
-        raise UsageError("--root must be an existing folder", path=args.root)
-    for checkpoint in (args.checkpoint, args.seg_checkpoint):
-        if checkpoint is not None and not checkpoint.is_file():
-            raise NotFoundError("checkpoint not found", path=checkpoint)
+    check_app_arguments(args)
     command = streamlit_command(args)
     print(f"medres review app on http://{args.address}:{args.port} (Ctrl+C to stop). "
           "Research use only, not for diagnosis.")

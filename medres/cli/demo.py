@@ -14,6 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "print where every report is and how to open the review app. All demo data is synthetic.")
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="a smaller, faster tour (for tests)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(handler=run)
 
 
@@ -21,9 +22,10 @@ def run(args: argparse.Namespace) -> int:
     from medres.tour import TourSettings, run_tour, summary_lines
 
     print("medres demo: every journey on SYNTHETIC data; nothing here comes from a patient.")
-    settings = TourSettings(out=args.out)
+    settings = TourSettings(out=args.out, progress=args.progress)
     if args.quick:
-        settings = TourSettings(out=args.out, n_images=300, image_size=64, cxr_epochs=2, n_phantoms=6, seg_epochs=2)
+        settings = TourSettings(out=args.out, n_images=300, image_size=64, cxr_epochs=2, n_phantoms=6, seg_epochs=2,
+                                progress=args.progress)
     result = run_tour(settings)
     print("\n".join(summary_lines(result, settings)))
     return 0

@@ -16,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cxr.add_argument("--size", type=int, default=256, help="stored image size (default: %(default)s)")
     cxr.add_argument("--out", type=Path, help="cache folder (default: DATA/.medres_cache/cxr_SIZE)")
     cxr.add_argument("--workers", type=int, default=2, help="decoding processes (default: %(default)s)")
+    cxr.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     cxr.set_defaults(handler=run_cxr)
 
 
@@ -30,7 +31,7 @@ def run_cxr(args: argparse.Namespace) -> int:
     index = load_chestxray14(args.data)
     print(index.summary())
     out = args.out or default_cache_dir(args.data, args.size)
-    cache = prepare_cxr_cache(index.table, out, size=args.size, workers=args.workers)
+    cache = prepare_cxr_cache(index.table, out, size=args.size, workers=args.workers, progress=args.progress)
     print(f"cache: {cache.folder} ({len(cache.row_of):,} images at {cache.size}x{cache.size}; "
           f"{len(cache.failed)} could not be decoded)")
     for failure in cache.failed[:10]:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from medres.errors import MedresError
 from medres.io.budget import DEFAULT_SIZE_BUDGET
 
-EXIT_USAGE = 2
 EPILOG = """\
 outputs in OUT_DIR:
   scores.csv      one row per scored image: pseudonyms, relative path, modality, view,
@@ -20,12 +17,13 @@ outputs in OUT_DIR:
                   redone when its relative path, size or mtime, the checkpoint or the output settings change
   .pseudonym_key  the key of the pseudonyms (mode 0600) unless --pseudonym-key is given
 
-exit codes:
+exit codes (the table every medres command follows; see medres --help):
   0  every file was scored or skipped (skipped: not a frontal chest radiograph, not an image, ...)
-  2  the run could not start: bad options, missing input folder, refused checkpoint
-     (e.g. unsafe_checkpoint: only .safetensors is loaded)
+  2  the run could not start: bad options, missing or empty input folder, refused checkpoint
+     (not_safetensors; unsafe_checkpoint: pickles are never loaded)
   3  the run completed but some files failed (see errors.csv)
-  1  the outputs could not be written (disk full, permissions); 130 interrupted: rerun to resume
+  1  internal error, or the outputs could not be written (disk full, permissions)
+  130  interrupted: rerun the same command to resume
 
 Multi-process / multi-GPU: torchrun --nproc_per_node N -m medres score INPUT_DIR ... (files are
 sharded by rank, rank 0 writes the tables; torchrun reports a rank's exit code 3 as a failure of its own).
@@ -77,14 +75,7 @@ def run(args: argparse.Namespace) -> int:
         table_format=args.table_format, pseudonym_key=args.pseudonym_key, keep_identifiers=args.keep_identifiers,
         heatmaps=args.heatmaps, reduced_j2k=args.reduced_j2k, size_budget=args.size_budget,
         progress=args.progress, verbose=args.verbose)
-    try:
-        summary = score_folder(config)
-    except MedresError as error:
-        print(f"medres: error: {error.one_line()}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as error:
-        print(f"medres: error: cannot write the outputs ({error.strerror or error})", file=sys.stderr)
-        return 1
+    summary = score_folder(config)  # errors become exit codes in medres.cli.main, as for every command
     if summary.run:
         counts = summary.counts
         print(f"scored {counts.get('scored', 0)}, skipped {counts.get('skipped', 0)}, failed "

@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="segmentation checkpoint (.safetensors)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--dicom-seg", action="store_true", help="also write a DICOM SEG (DICOM series input only)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_window_arguments(parser)
     parser.set_defaults(handler=run_segment)
 
@@ -47,7 +48,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from medres.segment import SegmentConfig, segment_to_folder
 
     config = SegmentConfig(input=str(args.input), checkpoint=str(args.checkpoint), out=str(args.out),
-                           dicom_seg=args.dicom_seg, window=window_settings(args))
+                           dicom_seg=args.dicom_seg, window=window_settings(args, progress=args.progress))
     outputs = segment_to_folder(config)
     for note in outputs.notes:
         print(f"note: {note}")

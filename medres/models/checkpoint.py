@@ -6,13 +6,22 @@ architecture by name and restore trained thresholds without any side file.
 
 Loading decides by the file's first bytes, before any parser runs, that it is
 a safetensors file: a pickle (or ``torch.save``'s zip, which wraps a pickle)
-can execute code while it loads, so it is refused outright, whatever its name.
+can execute code while it loads, so it is refused outright (``unsafe_checkpoint``)
+whatever its name; anything else that is not safetensors (a text file, an
+image) is ``not_safetensors``.
+
+Writing is deterministic: the same weights and card give byte-identical files
+(the header's JSON is rewritten with sorted keys), so a file's SHA-256 names
+its content and a rewrite of unchanged content changes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
+import pickletools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
@@ -31,6 +40,7 @@ from medres.errors import (
     CorruptError,
     InvalidModelCardError,
     NotFoundError,
+    NotSafetensorsError,
     TruncatedError,
     UnknownModelError,
     UnsafeCheckpointError,
@@ -39,6 +49,7 @@ from medres.errors import (
 from medres.models.card import ModelCard
 from medres.models.registry import attach_card, create_model
 
+LOGGER = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "medres-checkpoint-v1"
 FORMAT_KEY, CARD_KEY, ALIASES_KEY, VERSION_KEY = "format", "medres_card", "medres_aliases", "medres_version"
 RESERVED_METADATA_KEYS = frozenset({FORMAT_KEY, CARD_KEY, ALIASES_KEY, VERSION_KEY})
@@ -46,12 +57,12 @@ SAFETENSORS_MAX_HEADER_BYTES = 100_000_000  # the safetensors library refuses la
 PICKLE_PROTOCOL_OPCODE = b"\x80"  # first byte of every pickle of protocol >= 2 (torch.save legacy too)
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format: a zip around a pickle
 CONVERSION_ADVICE = (
-    "medres never unpickles checkpoints because unpickling runs whatever code the file holds. "
-    "To convert a checkpoint you trust, in a trusted environment load it yourself with "
-    "torch.load(path, weights_only=True), put the state dict into "
-    "medres.models.create_model(name) with load_state_dict, and write it with "
-    "medres.models.save_checkpoint(model, 'model.safetensors')"
+    "convert a file you trust with torch.load(path, weights_only=True) and medres.models.save_checkpoint "
+    "(README, 'Checkpoints')"
 )
+PICKLE_SNIFF_BYTES = 65_536  # enough of a protocol 0/1 pickle to recognise its opcodes
+PICKLE_MIN_OPCODES = 16  # text rarely parses as more than a few opcodes in a row
+TEXT_BYTES = frozenset(b"\t\n\r") | frozenset(range(0x20, 0x7F))
 
 StrPath = str | PathLike[str]
 
@@ -138,8 +149,9 @@ def load_checkpoint(path: StrPath, map_location: str | torch.device = "cpu") -> 
         included) as ``model.card``.
 
     Raises:
-        UnsafeCheckpointError: The file is a pickle, a ``torch.save`` zip, or
-            otherwise not safetensors; it is not parsed further.
+        UnsafeCheckpointError: The file is a pickle or a ``torch.save`` zip; it
+            is not parsed further.
+        NotSafetensorsError: Anything else that is not safetensors (e.g. a text file).
         TruncatedError, CorruptError: The file is cut short or damaged.
         InvalidModelCardError: No usable card in the metadata.
         UnknownModelError: The card names a model this medres does not register.
@@ -207,6 +219,21 @@ def read_card(path: StrPath) -> ModelCard:
     """The model card stored in a checkpoint, read from its header alone (no weights, no model)."""
     path = Path(path)
     return _card_from_metadata(_read_metadata(path), path)
+
+
+def check_safetensors_file(path: StrPath) -> None:
+    """Prove from its header alone that a file is a complete safetensors file; nothing is unpickled.
+
+    The check ``medres`` runs on every checkpoint argument before any work, so
+    a text file, a pickle or a half-copied file is refused at once, by name.
+
+    Raises:
+        NotFoundError: The file cannot be opened.
+        UnsafeCheckpointError: A pickle or a ``torch.save`` zip.
+        NotSafetensorsError: Anything else that does not start like safetensors.
+        TruncatedError, CorruptError: Cut short or damaged.
+    """
+    _read_metadata(Path(path))
 
 
 def checkpoint_sha256(path: StrPath) -> str:
@@ -282,8 +309,35 @@ def _checkpoint_metadata(card: ModelCard, aliases: dict[str, str], extra: Mappin
 
 
 def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Temp file in the same folder -> fsync -> ``os.replace`` -> fsync the folder."""
-    write_with_atomically(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
+    """Temp file in the same folder -> canonical header -> fsync -> ``os.replace`` -> fsync the folder."""
+
+    def write(temporary: Path) -> None:
+        save_file(tensors, temporary, metadata=metadata)
+        _canonicalize_header(temporary)
+
+    write_with_atomically(path, write)
+
+
+def _canonicalize_header(path: Path) -> None:
+    """Rewrite a safetensors header as JSON with sorted keys, so equal content gives equal bytes.
+
+    The safetensors library keeps the metadata in a hash map, whose order
+    changes from one write to the next; the tensors' order and offsets do not.
+    The canonical JSON is the library's compact JSON with its keys in another
+    order, so it fits in the header's place exactly (padded with spaces, as the
+    library pads). Should a future library write it otherwise, the valid file
+    is kept as written and a warning says it is not canonical.
+    """
+    with open(path, "r+b") as stream:
+        header_length = int.from_bytes(stream.read(8), "little")
+        header = json.loads(stream.read(header_length))
+        canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(canonical) > header_length:
+            LOGGER.warning("%s: the safetensors header could not be sorted in place; the file is valid, but "
+                           "rewriting the same content may change its SHA-256", path)
+            return
+        stream.seek(8)
+        stream.write(canonical.ljust(header_length, b" "))
 
 
 def _read_safetensors_header(path: Path) -> dict[str, Any]:
@@ -340,20 +394,58 @@ def _header_length_from_first_bytes(head: bytes, size: int, path: Path) -> int:
 
 
 def _refuse_as_not_safetensors(head: bytes, size: int, path: Path) -> NoReturn:
-    """Say what a file that does not start like safetensors is instead: a pickle, a zip, too short, or other."""
-    if head.startswith(PICKLE_PROTOCOL_OPCODE):
-        raise UnsafeCheckpointError(f"this is a Python pickle (e.g. a .pt/.pth file). {CONVERSION_ADVICE}", path=path)
+    """Say what a file that does not start like safetensors is instead: a pickle, a zip, cut short, or other."""
     if head.startswith(ZIP_MAGIC):
         raise UnsafeCheckpointError(
-            f"this is a zip archive, torch.save's format, which wraps a pickle. {CONVERSION_ADVICE}", path=path
+            f"a torch.save zip (.pt/.pth) around a pickle, which can run code when loaded, so medres never "
+            f"loads it; {CONVERSION_ADVICE}",
+            path=path,
         )
-    if len(head) < 9:
+    if _is_pickle(path, size):
+        raise UnsafeCheckpointError(
+            f"a Python pickle (.pt/.pth), which can run code when loaded, so medres never loads it; "
+            f"{CONVERSION_ADVICE}",
+            path=path,
+        )
+    if _could_be_cut_safetensors(head):
         raise TruncatedError(f"the file has only {size} bytes, fewer than any safetensors file", path=path)
-    raise UnsafeCheckpointError(
-        "not a safetensors file (it does not start with an 8-byte header length and a JSON header); "
-        f"only .safetensors checkpoints are loaded. {CONVERSION_ADVICE}",
+    looks_like = "a text file" if set(head) <= TEXT_BYTES else "no safetensors header"
+    raise NotSafetensorsError(
+        f"not a safetensors checkpoint ({looks_like}); give a .safetensors file written by `medres train`",
         path=path,
     )
+
+
+def _is_pickle(path: Path, size: int) -> bool:
+    """True when the file's first bytes are pickle opcodes (read by ``pickletools``, which runs nothing).
+
+    Protocols 2 and later start with the 0x80 opcode; protocols 0 and 1 are
+    recognised by their opcodes parsing up to ``STOP``, or for a long file,
+    by the first :data:`PICKLE_SNIFF_BYTES` parsing as many opcodes.
+    """
+    with open(path, "rb") as stream:
+        prefix = stream.read(PICKLE_SNIFF_BYTES)
+    if prefix.startswith(PICKLE_PROTOCOL_OPCODE):
+        return True
+    parsed = 0
+    try:
+        for opcode, _argument, _position in pickletools.genops(io.BytesIO(prefix)):
+            if opcode.name == "STOP":
+                return True
+            parsed += 1
+    except Exception:  # noqa: BLE001  pickletools raises assorted errors where the bytes are not opcodes
+        return size > len(prefix) and parsed >= PICKLE_MIN_OPCODES
+    return False
+
+
+def _could_be_cut_safetensors(head: bytes) -> bool:
+    """True for the first bytes of a safetensors file cut short before its header's ``{``.
+
+    The 8-byte little-endian header length of any real file is below 2**32, so
+    its bytes 4 to 7 are zero; a text file of five characters or more is not
+    mistaken for a truncated checkpoint.
+    """
+    return len(head) < 9 and not any(head[4:8])
 
 
 def _check_data_size(header: Mapping[str, Any], data_size: int, path: Path) -> None:

@@ -67,8 +67,10 @@ def score_folder(config: ScoreConfig) -> ScoreSummary:
         and 3 when some failed (the tables are complete either way).
 
     Raises:
-        MedresError: Before any file is opened, for bad options or a refused
-            checkpoint (``usage``, ``unsafe_checkpoint``, ...). Bad files never raise.
+        MedresError: Before any file is opened, for bad options, a missing or
+            empty input folder or a refused checkpoint (``usage``, ``not_found``,
+            ``empty_input``, ``not_safetensors``, ``unsafe_checkpoint``, ...). Bad
+            files never raise.
     """
     started = time.time()
     with quiet_libraries(config.verbose):

@@ -1,8 +1,9 @@
 """Everything decided before the first file is opened: arguments, checkpoint, key, device.
 
 All checks that can fail because of the user's arguments run here, before any
-worker starts, and raise :class:`~medres.errors.UsageError` (or the
-checkpoint's own refusal, e.g. ``unsafe_checkpoint``), so a bad invocation
+worker starts, and raise a :class:`~medres.errors.MedresError` (``usage``,
+``not_found``, ``empty_input``, or the checkpoint's own refusal, e.g.
+``unsafe_checkpoint``), so a bad invocation
 ends at once with one line, and a good one cannot fail later for a reason
 that was knowable at the start.
 """
@@ -20,10 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from medres.errors import UsageError
+from medres.errors import EmptyInputError, NotFoundError, UsageError
 from medres.io.budget import DEFAULT_SIZE_BUDGET
 from medres.models import checkpoint_sha256, load_checkpoint, read_card
 from medres.models.card import ModelCard
+from medres.score.discover import walk_folder
 from medres.score.outputs import TABLE_FORMATS
 from medres.score.privacy import key_fingerprint, load_or_create_key
 from medres.score.tasks import CxrTask, task_for_card
@@ -116,8 +118,10 @@ class RunSetup:
 def check_arguments(config: ScoreConfig) -> tuple[Path, Path]:
     """Validate the options; returns the absolute input and output folders (the latter created)."""
     input_dir = Path(config.input_dir).absolute()
+    if not input_dir.exists():
+        raise NotFoundError("the input folder does not exist", path=input_dir)
     if not input_dir.is_dir():
-        raise UsageError("the input folder does not exist or is not a folder", path=input_dir)
+        raise UsageError("the input is a file; give the folder to score", path=input_dir)
     if not os.access(input_dir, os.R_OK | os.X_OK):
         raise UsageError("the input folder cannot be read (permissions)", path=input_dir)
     _check_choice("--precision", config.precision, PRECISIONS)
@@ -127,10 +131,12 @@ def check_arguments(config: ScoreConfig) -> tuple[Path, Path]:
     if config.batch_size < 1 or (config.workers is not None and config.workers < 1) or config.size_budget < 1:
         raise UsageError("--batch-size, --workers and --size-budget must be at least 1")
     if not Path(config.checkpoint).is_file():
-        raise UsageError("the checkpoint file does not exist", path=config.checkpoint)
+        raise NotFoundError("the checkpoint file does not exist", path=config.checkpoint)
     out_dir = Path(config.out_dir).absolute()
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError("the output path exists and is not a folder", path=out_dir)
+    if next(walk_folder(input_dir, exclude=out_dir), None) is None:
+        raise EmptyInputError("the input folder holds no files to score", path=input_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

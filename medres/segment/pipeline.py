@@ -15,7 +15,7 @@ from pathlib import Path
 from torch import nn
 from tqdm import tqdm
 
-from medres.errors import UsageError
+from medres.errors import EmptyInputError, NotFoundError, UsageError
 from medres.io import Image, read_image
 from medres.models import ModelCard, load_checkpoint
 from medres.segment.inference import SegmentationResult, SlidingWindowSettings, segment_image
@@ -55,6 +55,19 @@ def load_segmentation_model(checkpoint: str | Path) -> nn.Module:
     return model
 
 
+def check_input_exists(path: Path) -> None:
+    """Refuse a missing input or an empty folder before the model is loaded.
+
+    Raises:
+        NotFoundError: Nothing at ``path``.
+        EmptyInputError: ``path`` is a folder with no file in it.
+    """
+    if not path.exists():
+        raise NotFoundError("no such file or folder; give a NIfTI volume or a DICOM series folder", path=path)
+    if path.is_dir() and not any(entry.is_file() for entry in path.iterdir()):
+        raise EmptyInputError("no files directly in this folder; give the folder of one DICOM series", path=path)
+
+
 def read_volume(path: Path) -> Image:
     """The input volume; a 2D image is refused with the reason."""
     image = read_image(path)
@@ -72,6 +85,7 @@ def segment_to_folder(config: SegmentConfig, model: nn.Module | None = None) -> 
         model: An already loaded model (saves reloading it when segmenting many inputs).
     """
     source = Path(config.input)
+    check_input_exists(source)
     if config.dicom_seg and not source.is_dir():
         raise UsageError("--dicom-seg needs a DICOM series folder as input (the SEG references its slices)",
                          path=source)
@@ -92,7 +106,8 @@ def write_outputs(result: SegmentationResult, image: Image, source: Path, out: P
     dicom_seg = write_dicom_seg(result.labels, result.affine, source, out / DICOM_SEG_NAME, card) \
         if config.dicom_seg else None
     volumes = label_volumes_ml(result.labels, result.affine, result.label_names)
-    summary = {"input": source.name, "model": card.name, "label_volumes_ml": volumes,
+    summary = {"input": source.name, "model": card.name, "label_names": list(result.label_names),
+               "label_volumes_ml": volumes,
                "voxel_spacing_mm": list(image.spacing), "settings": asdict(config.window), "notes": result.notes}
     volumes_json = out / VOLUMES_NAME
     volumes_json.write_text(json.dumps(summary, indent=2) + "\n")

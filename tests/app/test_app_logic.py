@@ -230,8 +230,8 @@ def test_cli_builds_the_streamlit_command(tmp_path: Path) -> None:
 def test_cli_refuses_a_missing_root_or_checkpoint(tmp_path: Path) -> None:
     from medres.cli.main import main
 
-    assert main(["app", "--root", str(tmp_path / "nope"), "--checkpoint", str(tmp_path / "m.safetensors")]) == 1
-    assert main(["app", "--root", str(tmp_path), "--checkpoint", str(tmp_path / "m.safetensors")]) == 1
+    assert main(["app", "--root", str(tmp_path / "nope"), "--checkpoint", str(tmp_path / "m.safetensors")]) == 2
+    assert main(["app", "--root", str(tmp_path), "--checkpoint", str(tmp_path / "m.safetensors")]) == 2
 
 
 def test_upload_folders_are_private_and_removed_with_the_session() -> None:

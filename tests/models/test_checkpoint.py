@@ -20,6 +20,7 @@ from medres.errors import (
     CorruptError,
     InvalidModelCardError,
     NotFoundError,
+    NotSafetensorsError,
     TruncatedError,
     UnknownModelError,
     UnsafeCheckpointError,
@@ -35,7 +36,7 @@ from medres.models import (
     save_checkpoint,
     write_safetensors_atomically,
 )
-from medres.models.checkpoint import CHECKPOINT_FORMAT
+from medres.models.checkpoint import CHECKPOINT_FORMAT, check_safetensors_file
 
 TINY_INPUT_SHAPE = (2, 1, 64, 64)
 LOADERS = {
@@ -176,7 +177,8 @@ def test_pickle_is_refused_before_anything_unpickles_it(tmp_path, monkeypatch, l
     with pytest.raises(UnsafeCheckpointError, match="weights_only=True") as caught:
         LOADERS[loader_name](checkpoint)
     assert caught.value.reason == "unsafe_checkpoint"
-    assert "unpickling runs whatever code" in str(caught.value) and str(checkpoint) in str(caught.value)
+    assert "can run code when loaded" in str(caught.value) and str(checkpoint) in str(caught.value)
+    assert "README" in str(caught.value) and len(caught.value.detail) < 250  # one short sentence and its fix
     assert not marker.exists()
 
 
@@ -194,15 +196,64 @@ def _forbidden(*_args, **_kwargs):
 def test_torch_save_files_are_refused(tmp_path, trained_tiny_model, zip_format):
     path = tmp_path / "model.pth"
     torch.save(trained_tiny_model.state_dict(), path, _use_new_zipfile_serialization=zip_format)
-    with pytest.raises(UnsafeCheckpointError, match="zip archive" if zip_format else "pickle"):
+    with pytest.raises(UnsafeCheckpointError, match="torch.save zip" if zip_format else "Python pickle"):
         load_checkpoint(path)
 
 
-def test_unknown_content_is_refused_as_not_safetensors(tmp_path):
+@pytest.mark.parametrize(("content", "looks_like"), [
+    (b"these are not weights, just some text\n", "a text file"),
+    (b"notes\n", "a text file"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "no safetensors header"),
+])
+@pytest.mark.parametrize("loader_name", sorted(LOADERS))
+def test_other_content_is_refused_in_one_line_as_not_safetensors(tmp_path, content, looks_like, loader_name):
     path = tmp_path / "notes.safetensors"
-    path.write_bytes(b"these are not weights, just some text")
-    with pytest.raises(UnsafeCheckpointError, match="not a safetensors file"):
-        load_checkpoint(path)
+    path.write_bytes(content)
+    with pytest.raises(NotSafetensorsError, match=f"not a safetensors checkpoint \\({looks_like}\\)") as caught:
+        LOADERS[loader_name](path)
+    assert caught.value.reason == "not_safetensors" and str(path) in str(caught.value)
+    assert "pickle" not in str(caught.value) and len(caught.value.one_line()) < 250 + len(str(path))
+
+
+def test_check_safetensors_file_reads_only_the_header(tmp_path, saved_checkpoint, monkeypatch):
+    import medres.models.checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "load_file", _forbidden)  # the tensors are never read
+    check_safetensors_file(saved_checkpoint)
+    (tmp_path / "notes.txt").write_text("not weights\n")
+    with pytest.raises(NotSafetensorsError):
+        check_safetensors_file(tmp_path / "notes.txt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "model.pt")
+    with pytest.raises(UnsafeCheckpointError):
+        check_safetensors_file(tmp_path / "model.pt")
+
+
+def test_same_model_and_card_give_byte_identical_files(tmp_path, trained_tiny_model):
+    """The safetensors library orders its metadata differently on every write; the file must not change."""
+    card = dataclasses.replace(trained_tiny_model.card, thresholds={"Effusion": 0.31, "Atelectasis": 0.2})
+    extra = {"epoch": "3", "score": "0.71", "global_step": "120", "metrics": '{"auroc": 0.7}'}
+    digests = {
+        checkpoint_sha256(save_checkpoint(trained_tiny_model, tmp_path / f"{index}.safetensors", card,
+                                          dict(reversed(extra.items())) if index % 2 else extra))
+        for index in range(6)
+    }
+    assert len(digests) == 1
+    content = (tmp_path / "0.safetensors").read_bytes()
+    header_length = int.from_bytes(content[:8], "little")
+    header_text = content[8:8 + header_length].decode().rstrip(" ")
+    header = json.loads(header_text)
+    assert list(header) == sorted(header) and list(header["__metadata__"]) == sorted(header["__metadata__"])
+    assert header_text == json.dumps(header, sort_keys=True, separators=(",", ":"))
+    assert header_length % 8 == 0 and read_card(tmp_path / "0.safetensors") == card
+
+
+def test_tensor_and_metadata_order_do_not_change_the_bytes(tmp_path):
+    tensors = {"b": torch.ones(3), "a": torch.zeros(2, dtype=torch.float64), "c": torch.arange(4)}
+    metadata = {"step": "3", "epoch": "1", "seed": "0"}
+    first = write_safetensors_atomically(tmp_path / "first.safetensors", tensors, metadata)
+    second = write_safetensors_atomically(tmp_path / "second.safetensors", dict(reversed(tensors.items())),
+                                          dict(reversed(metadata.items())))
+    assert first.read_bytes() == second.read_bytes()
 
 
 def test_safetensors_content_loads_whatever_the_extension(tmp_path, saved_checkpoint):

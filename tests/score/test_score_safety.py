@@ -87,15 +87,17 @@ def test_pickle_checkpoint_is_refused_before_it_runs(tmp_path, capfd, name):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("problem", ["missing_input", "bad_batch", "input_is_file"])
-def test_usage_errors_exit_2_with_one_line(tmp_path, tiny_checkpoint, capfd, problem):
+@pytest.mark.parametrize(("problem", "reason"), [("missing_input", "not_found"), ("bad_batch", "usage"),
+                                                   ("input_is_file", "usage")])
+def test_usage_errors_exit_2_with_one_line(tmp_path, tiny_checkpoint, capfd, problem, reason):
     (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "image.png").write_bytes(b"not scored: the options are refused first")
     (tmp_path / "file").write_text("x")
     arguments = {"missing_input": [str(tmp_path / "nope")], "bad_batch": [str(tmp_path / "in"), "--batch-size", "0"],
                  "input_is_file": [str(tmp_path / "file")]}[problem]
     code = main(["score", *arguments, "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "out")])
     error = capfd.readouterr().err
-    assert code == 2 and error.startswith("medres: error: usage:") and error.count("\n") == 1
+    assert code == 2 and error.startswith(f"medres: error: {reason}:") and error.count("\n") == 1
 
 
 def test_help_documents_exit_codes(capsys):
@@ -115,7 +117,7 @@ def test_parquet_tables_and_clean_exit(tmp_path, tiny_checkpoint, synthetic_pngs
     scores = pandas.read_parquet(tmp_path / "out" / "scores.parquet")
     errors = pandas.read_parquet(tmp_path / "out" / "errors.parquet")
     assert code == 0  # only skips (a lateral, a hand): nothing failed
-    assert len(scores) == 3 and sorted(errors["reason"]) == ["not_chest", "not_frontal"]
+    assert len(scores) == 3 and sorted(errors["reason"]) == ["out_of_scope_body_part", "out_of_scope_view"]
     assert scores["prob_Effusion"].between(0, 1).all() and set(scores["call_Effusion"]) <= {0, 1}
     assert list(scores["path"]) == sorted(scores["path"])
 

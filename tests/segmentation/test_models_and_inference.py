@@ -164,10 +164,10 @@ def test_segment_cli_writes_on_the_input_grid_of_a_non_ras_nifti(untrained_check
 def test_segment_cli_refuses_bad_requests(untrained_checkpoint, phantoms, tmp_path, capsys):
     source = load_volume_dataset(phantoms).training[0].images[0]
     assert main(["segment", str(source), "--checkpoint", str(untrained_checkpoint), "--out", str(tmp_path),
-                 "--dicom-seg"]) == 1
+                 "--dicom-seg"]) == 2
     assert "needs a DICOM series folder" in capsys.readouterr().err
     classifier = save_checkpoint(create_model("resnet3d_tiny"), tmp_path / "vol.safetensors")
-    assert main(["segment", str(source), "--checkpoint", str(classifier), "--out", str(tmp_path)]) == 1
+    assert main(["segment", str(source), "--checkpoint", str(classifier), "--out", str(tmp_path)]) == 2
     assert "segmentation checkpoint" in capsys.readouterr().err
 
 
@@ -180,9 +180,9 @@ def test_help(command):
 
 def test_train_seg_refuses_a_patch_the_unet_cannot_halve(phantoms, tmp_path, capsys):
     assert main(["train", "seg", "--data", str(phantoms), "--out", str(tmp_path), "--model", "resunet3d_tiny",
-                 "--patch", "50", "48", "32", "--no-progress"]) == 1
+                 "--patch", "50", "48", "32", "--no-progress"]) == 2
     assert "must be a multiple of 8" in capsys.readouterr().err
-    assert main(["train", "seg", "--data", str(phantoms), "--out", str(tmp_path), "--mirror-axes", "3"]) == 1
+    assert main(["train", "seg", "--data", str(phantoms), "--out", str(tmp_path), "--mirror-axes", "3"]) == 2
     assert "--mirror-axes" in capsys.readouterr().err
 
 

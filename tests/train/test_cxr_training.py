@@ -113,6 +113,6 @@ def test_init_with_mismatched_weights_lists_the_mismatch(tiny_data, tmp_path, ca
     save_checkpoint(other, tmp_path / "other.safetensors")
     code = main(["train", "cxr", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--model", "chexnet_tiny",
                  "--init", str(tmp_path / "other.safetensors"), "--epochs", "1"])
-    assert code == 1
+    assert code == 2
     assert "checkpoint_mismatch" in capsys.readouterr().err
     assert read_card(tmp_path / "other.safetensors").labels == ("A", "B")
