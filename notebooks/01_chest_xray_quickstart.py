@@ -91,8 +91,9 @@ pd.read_csv(RUN / "metrics.csv")
 
 # %% [markdown]
 # `medres eval cxr` evaluates on the test split (patients the model never saw): per-class AUROC/AUPRC with
-# patient-level bootstrap intervals, thresholds chosen on the validation split (and written into the
-# checkpoint's model card), calibration and subgroups. `metrics.json` is the single source; `report.md` is
+# patient-level bootstrap intervals, thresholds chosen on the validation split (written into a calibrated
+# copy of the checkpoint, `REPORT/calibrated.safetensors`; the training checkpoint is never rewritten),
+# calibration and subgroups. `metrics.json` is the single source; `report.md` is
 # rendered from it.
 
 # %%
@@ -128,7 +129,7 @@ sorted(str(path.relative_to(EXPORT)) for path in EXPORT.rglob("*.dcm"))
 
 # %%
 SCORES = WORK / "scores"
-medres("score", EXPORT, "--checkpoint", CHECKPOINT, "--out", SCORES, "--workers", 1, "--no-progress")
+medres("score", EXPORT, "--checkpoint", REPORT / "calibrated.safetensors", "--out", SCORES, "--workers", 1, "--no-progress")
 scores = pd.read_csv(SCORES / "scores.csv")
 scores[["path", "modality", "view", "prob_Effusion", "call_Effusion", "prob_Cardiomegaly"]]
 

@@ -27,6 +27,7 @@ import numpy as np
 from nibabel.orientations import axcodes2ornt
 
 from medres.data.dicom_writer import write_ct_series
+from medres.data.synthetic import README_NAME as SYNTHETIC_MARKER
 from medres.io.geometry import LPS_TO_RAS, stack_affine_ras
 
 PHANTOM_LABELS: tuple[str, ...] = ("background", "liver", "spleen", "kidneys")
@@ -201,6 +202,9 @@ def make_ct_phantoms(root: str | Path, n_cases: int, seed: int, dicom_cases: int
         entries.append({"image": f"./imagesTr/{image_name}", "label": f"./labelsTr/{case_id}.nii.gz"})
         volume_rows.append({"case": case_id, "splenomegaly": int(anatomy.splenomegaly)})
     _write_dataset_json(root, entries)
+    (root / SYNTHETIC_MARKER).write_text(
+        "THIS DATA IS SYNTHETIC: CT ellipsoid phantoms written by medres.data.phantoms.make_ct_phantoms"
+        f"(n_cases={n_cases}, seed={seed}); no patient, no real scan.\n")
     with open(root / "volume_labels.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=["case", *VOLUME_LABELS])
         writer.writeheader()

@@ -1,7 +1,8 @@
 """What ``medres eval cxr`` writes, and the published AUROCs its report is compared with.
 
 Outputs: ``report.md``, ``metrics.json``, ``predictions.csv``, ``roc_curves.png``
-and ``reliability.png``, each written to a temporary file in the same folder,
+and ``reliability.png`` (and ``calibrated.safetensors``, written by
+:mod:`medres.metrics.cxr_report` before these), each written to a temporary file in the same folder,
 fsynced and renamed into place, so a reader never sees half a report.
 :func:`render_report` reads only the JSON-safe metrics dict that is also
 written to ``metrics.json``, so every number in ``report.md`` can be traced to
@@ -35,6 +36,8 @@ PUBLISHED_TITLES: dict[str, str] = {
     "arnoweng_reimpl": "arnoweng reimpl.", "jrzech_2022": "jrzech 2022", "zoogzog": "zoogzog",
 }
 THIS_EVALUATION = "this_evaluation"
+CALIBRATED_CHECKPOINT_NAME = "calibrated.safetensors"
+RESEARCH_NOTICE = "Research use only, not for diagnosis."
 MISSING = "–"
 SYNTHETIC_WARNING = (
     "> **SYNTHETIC DATA.** The data folder holds `README_SYNTHETIC.txt`: its images are generated, no real "
@@ -136,8 +139,9 @@ def render_report(metrics: dict[str, Any]) -> str:
     sections = [
         f"# Chest X-ray classifier evaluation: `{setup['evaluated']['split']}` split",
         SYNTHETIC_WARNING if setup["data"]["synthetic"] else "",
-        "Research use only; not for diagnosis.",
+        RESEARCH_NOTICE,
         _setup_section(metrics),
+        _calibrated_checkpoint_section(metrics),
         _discrimination_section(metrics),
         _thresholds_section(metrics),
         _calibration_section(metrics),
@@ -156,7 +160,7 @@ def _setup_section(metrics: dict[str, Any]) -> str:
                None: "cannot be compared (the card records no training-data fingerprint)"}
     lines = [
         f"- Model `{checkpoint['model']}` (input {'x'.join(map(str, checkpoint['input_size']))}), checkpoint "
-        f"`{checkpoint['path']}`, SHA-256 `{checkpoint['sha256_before']}`",
+        f"`{checkpoint['path']}`, SHA-256 `{checkpoint['sha256']}` (read only; its bytes are unchanged)",
         f"- Data `{data['path']}`, labels {data['label_version']}, split {data['split_method']} "
         f"({data['split_detail']}); {data['split_settings_source']}",
         f"- The data index (fingerprint `{checkpoint['index_fingerprint']}`) "
@@ -167,6 +171,21 @@ def _setup_section(metrics: dict[str, Any]) -> str:
         f"- Intervals: {round(summary['confidence'] * 100)} % {summary['ci_method']}, seed {setup['bootstrap_seed']}",
     ]
     return "## Setup\n\n" + "\n".join(lines)
+
+
+def _calibrated_checkpoint_section(metrics: dict[str, Any]) -> str:
+    """Where the checkpoint with the val-split thresholds is, and that scoring should use it."""
+    calibrated = metrics["setup"]["calibrated_checkpoint"]
+    if not calibrated["written"]:
+        return ("## Calibrated checkpoint\n\nNot written (`--no-calibrated-checkpoint`): the thresholds below are "
+                "reported only; the evaluated checkpoint keeps the thresholds it had.")
+    return "\n\n".join([
+        "## Calibrated checkpoint",
+        f"`{calibrated['path']}`, SHA-256 `{calibrated['sha256']}`: the evaluated weights, with the thresholds "
+        f"chosen on the `{metrics['thresholds']['split']}` split (below) in its model card. **Score with this file**, "
+        "so that the calls in `scores.csv` use these thresholds:",
+        f"```\nmedres score DICOM_FOLDER --checkpoint {calibrated['path']} --out SCORES_FOLDER\n```",
+    ])
 
 
 def _discrimination_section(metrics: dict[str, Any]) -> str:
@@ -191,8 +210,10 @@ def _discrimination_section(metrics: dict[str, Any]) -> str:
 
 def _thresholds_section(metrics: dict[str, Any]) -> str:
     thresholds, setup = metrics["thresholds"], metrics["setup"]
-    written = ("written into the checkpoint's card (`thresholds` = Youden; both rules in `extra['thresholds']`)"
-               if setup["checkpoint"]["thresholds_written"] else "not written into the checkpoint")
+    written = "not written to any checkpoint"
+    if setup["calibrated_checkpoint"]["written"]:
+        written = (f"written into the card of `{CALIBRATED_CHECKPOINT_NAME}` (`thresholds` = Youden; both rules in "
+                   "`extra['thresholds']`)")
     lines = [
         "## Operating points",
         f"Thresholds chosen on the `{thresholds['split']}` split ({thresholds['n_images']} images): Youden J "

@@ -14,14 +14,14 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from medres.metrics.classification import reliability_curve
+from medres.metrics.classification import expected_calibration_error, reliability_curve
 
 PANEL_COLUMNS = 4
+FEW_PREDICTIONS = 10
 PNG_DPI = 100
 
 
@@ -71,11 +71,14 @@ def _roc_panel(axis, truth: np.ndarray, scores: np.ndarray, label: str, auroc: f
 
 
 def reliability_png(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str], n_bins: int, title: str) -> bytes:
-    """Reliability diagram: all labels pooled (bold), each label (thin), and how many predictions per bin.
+    """Reliability diagram: all labels pooled on top, then one small panel per label.
 
-    The pooled curve is what the overall ECE summarises; the thin curves show
-    which findings are over- or under-confident; the histogram shows which bins
-    hold enough predictions to trust.
+    Fourteen curves overlaid on one axis cross each other into an unreadable
+    tangle, so the pooled curve (what the overall ECE summarises) gets its own
+    panel with the number of predictions per bin beside it, and each label
+    gets a small panel of its own with its ECE, laid out like the ROC curves.
+    Bins holding fewer than :data:`FEW_PREDICTIONS` predictions are drawn as
+    hollow markers: their observed fraction is too noisy to read.
 
     Args:
         truth: 0/1 labels, ``(n_images, n_labels)``.
@@ -84,25 +87,51 @@ def reliability_png(truth: np.ndarray, scores: np.ndarray, labels: Sequence[str]
         n_bins: Equal-width probability bins.
         title: Figure title.
     """
-    figure = Figure(figsize=(7.0, 8.0), dpi=PNG_DPI, layout="constrained")
-    curve_axis, count_axis = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
-    palette = colormaps["tab20"]  # 14 labels need more than the default 10-colour cycle
-    curve_axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
-    for column, label in enumerate(labels):
-        per_label = reliability_curve(truth[:, column], scores[:, column], n_bins)
-        filled = per_label.counts > 0
-        curve_axis.plot(per_label.mean_predicted[filled], per_label.observed_fraction[filled],
-                        color=palette(column % 20), linewidth=0.7, alpha=0.6, marker=".", markersize=3, label=label)
-    pooled = reliability_curve(truth.ravel(), scores.ravel(), n_bins)
-    filled = pooled.counts > 0
-    curve_axis.plot(pooled.mean_predicted[filled], pooled.observed_fraction[filled], color="black",
-                    linewidth=2.2, marker="o", label="all labels pooled")
-    curve_axis.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed fraction positive", title=title)
-    curve_axis.legend(fontsize=6, ncol=2, loc="upper left")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    count_axis.bar(edges[:-1], pooled.counts, width=1.0 / n_bins, align="edge", color="0.5", edgecolor="white")
-    count_axis.set(xlabel="predicted probability", ylabel="predictions (log scale)", yscale="log")
+    n_rows = math.ceil(len(labels) / PANEL_COLUMNS)
+    figure = Figure(figsize=(3.0 * PANEL_COLUMNS, 4.2 + 3.0 * n_rows), dpi=PNG_DPI, layout="constrained")
+    pooled_figure, label_figure = figure.subfigures(2, 1, height_ratios=(4.2, 3.0 * n_rows))
+    _pooled_panels(pooled_figure, truth.ravel(), scores.ravel(), n_bins)
+    axes = label_figure.subplots(n_rows, PANEL_COLUMNS, squeeze=False).ravel()
+    for column, (axis, label) in enumerate(zip(axes, labels)):
+        _reliability_panel(axis, truth[:, column], scores[:, column], n_bins, label, linewidth=1.4, fontsize=9)
+    for axis in axes[len(labels):]:
+        axis.set_visible(False)
+    label_figure.supxlabel("predicted probability", fontsize=9)
+    label_figure.supylabel("observed fraction positive", fontsize=9)
+    figure.suptitle(f"{title}: reliability ({n_bins} equal-width bins)")
     return _png_bytes(figure)
+
+
+def _pooled_panels(figure, truth: np.ndarray, scores: np.ndarray, n_bins: int) -> None:
+    """The pooled reliability curve and, beside it, how many predictions fall in each bin."""
+    curve_axis, count_axis = figure.subplots(1, 2, width_ratios=(1.1, 1.0))
+    _reliability_panel(curve_axis, truth, scores, n_bins, "all labels pooled", linewidth=2.2, fontsize=11)
+    curve_axis.set(xlabel="predicted probability", ylabel="observed fraction positive")
+    curve_axis.legend(fontsize=8, loc="upper left")
+    counts = reliability_curve(truth, scores, n_bins).counts
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    count_axis.bar(edges[:-1], counts, width=1.0 / n_bins, align="edge", color="0.55", edgecolor="white")
+    count_axis.set(xlim=(0, 1), xlabel="predicted probability", ylabel="predictions (log scale)", yscale="log")
+    count_axis.set_title("predictions per bin, all labels", fontsize=11)
+
+
+def _reliability_panel(axis, truth: np.ndarray, scores: np.ndarray, n_bins: int, name: str, linewidth: float,
+                       fontsize: int) -> None:
+    """One reliability curve against the diagonal; the title carries the ECE over these predictions."""
+    curve = reliability_curve(truth, scores, n_bins)
+    filled, well_filled = curve.counts > 0, curve.counts >= FEW_PREDICTIONS
+    axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
+    axis.plot(curve.mean_predicted[filled], curve.observed_fraction[filled], color="tab:blue", linewidth=linewidth,
+              label="observed")
+    axis.plot(curve.mean_predicted[well_filled], curve.observed_fraction[well_filled], "o", color="tab:blue",
+              markersize=4)
+    sparse = filled & ~well_filled
+    axis.plot(curve.mean_predicted[sparse], curve.observed_fraction[sparse], "o", markerfacecolor="white",
+              markeredgecolor="tab:blue", markersize=4, label=f"bin with < {FEW_PREDICTIONS} predictions")
+    axis.set(xlim=(0, 1), ylim=(0, 1), aspect="equal")
+    axis.tick_params(labelsize=7)
+    ece = expected_calibration_error(truth, scores, n_bins)
+    axis.set_title(f"{name}  ECE {ece:.3f}  ({int(truth.sum())} pos.)", fontsize=fontsize)
 
 
 def _png_bytes(figure: Figure) -> bytes:

@@ -10,6 +10,11 @@ Choices that matter for honest numbers:
 - Operating thresholds are chosen on the validation split and only *applied*
   to the evaluated split; thresholds tuned on the test split would make its
   sensitivity and specificity optimistic.
+- The evaluated checkpoint is only read, never rewritten: the thresholds go
+  into a *calibrated* copy (same weights, card with the thresholds) in the
+  report folder. A checkpoint whose bytes never change keeps matching the
+  SHA-256 recorded by earlier reports and ``scores.csv`` tables, and a
+  ``score`` run can resume against it.
 - ``metrics.json`` is the single source: ``report.md`` is rendered from the
   same dict (:mod:`medres.metrics.cxr_outputs`), so the two cannot disagree;
   every output is written to a temporary file and renamed into place.
@@ -31,7 +36,6 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
@@ -44,9 +48,11 @@ from medres.metrics.classification import (
     MetricUndefinedWarning, choose_thresholds, classification_summary, expected_calibration_error,
     per_label_metrics,
 )
-from medres.metrics.cxr_outputs import make_output_folder, published_comparison, write_report_files
-from medres.models import ModelCard, checkpoint_sha256, load_checkpoint, write_safetensors_atomically
-from medres.models.checkpoint import CARD_KEY
+from medres.metrics.cxr_outputs import (
+    CALIBRATED_CHECKPOINT_NAME, make_output_folder, published_comparison, write_report_files,
+)
+from medres.models import ModelCard, checkpoint_sha256, load_checkpoint, save_checkpoint
+from medres.models.checkpoint import RESERVED_METADATA_KEYS
 from medres.train.cxr import predict_probabilities
 from medres.transforms.cxr import CxrInputTransform, stored_size
 
@@ -66,16 +72,17 @@ class CxrEvalConfig:
     """Everything ``medres eval cxr`` needs.
 
     Attributes:
-        checkpoint: The ``.safetensors`` checkpoint to evaluate (and to write thresholds into).
+        checkpoint: The ``.safetensors`` checkpoint to evaluate; only read, never written.
         data: The ChestX-ray14 folder (NIH layout).
-        out: Folder for report.md, metrics.json, the PNGs and predictions.csv.
+        out: Folder for report.md, metrics.json, the PNGs, predictions.csv and the calibrated checkpoint.
         split: The split to evaluate; thresholds always come from ``val``.
         cache: A cache from ``medres prepare cxr``; None decodes the PNGs.
         n_boot: Patient-level bootstrap replicates.
         batch_size: Images per forward pass.
         workers: Data loader worker processes.
         precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (see ``medres.train.loop``).
-        write_thresholds: Write the val-split thresholds into the checkpoint's card.
+        write_calibrated: Write ``out/calibrated.safetensors``: the same weights with the
+            val-split thresholds in the card.
         val_fraction: Override of the training run's split setting (None: config.json, else 0.1).
         split_seed: Override of the training run's split seed (None: config.json, else 0).
         bootstrap_seed: Seed of the bootstrap draws.
@@ -91,7 +98,7 @@ class CxrEvalConfig:
     batch_size: int = 64
     workers: int = 0
     precision: str = "fp32"
-    write_thresholds: bool = True
+    write_calibrated: bool = True
     val_fraction: float | None = None
     split_seed: int | None = None
     bootstrap_seed: int = 0
@@ -115,34 +122,64 @@ class SplitPredictions:
 
 
 def evaluate_cxr(config: CxrEvalConfig) -> dict[str, Any]:
-    """Predict, compute every metric, write the thresholds into the card, and write the report.
+    """Predict, compute every metric, write the calibrated checkpoint and the report.
 
     Returns:
         The JSON-safe metrics dict written to ``metrics.json``.
 
     Raises:
         medres.errors.MedresError: Unreadable checkpoint or data, an empty split, a checkpoint
-            that changed on disk during evaluation, or an unwritable output.
+            that changed on disk while it was read, or an unwritable output.
     """
-    checkpoint = Path(config.checkpoint)
-    sha256_before = checkpoint_sha256(checkpoint)
-    model = load_checkpoint(checkpoint, map_location="cuda" if torch.cuda.is_available() else "cpu")
-    make_output_folder(Path(config.out))  # fail before the checkpoint is touched, not after
+    checkpoint, out = Path(config.checkpoint), Path(config.out)
+    model, sha256_read, metadata = read_checkpoint_once(checkpoint)
+    calibrated_path = out / CALIBRATED_CHECKPOINT_NAME
+    if config.write_calibrated:
+        refuse_to_overwrite(checkpoint, calibrated_path)
+    make_output_folder(out)  # fail before minutes of prediction, not after
     val_fraction, split_seed, settings_source = resolve_split_settings(config)
     index = load_chestxray14(config.data, val_fraction=val_fraction, seed=split_seed)
     cache = StoredImageCache(config.cache) if config.cache else None
     evaluated = predict_split(model, index, config.split, cache, config)
     val = evaluated if config.split == "val" else predict_split(model, index, "val", cache, config)
     metrics = evaluate_predictions(evaluated, val, model.card.labels, config.n_boot, config.bootstrap_seed)
-    written = config.write_thresholds and write_thresholds_to_checkpoint(
-        checkpoint, model.card, metrics["thresholds"]["per_label"], sha256_before, table_fingerprint(val.table))
+    card = calibrated_card(model.card, metrics["thresholds"]["per_label"], table_fingerprint(val.table), sha256_read)
+    calibrated = {"path": None, "sha256": None, "written": False, "thresholds": card.thresholds}
+    if config.write_calibrated:
+        write_calibrated_checkpoint(model, card, calibrated_path, metadata)
+        calibrated.update(path=str(calibrated_path), sha256=checkpoint_sha256(calibrated_path), written=True)
     metrics["setup"] = describe_setup(config, model.card, index, evaluated, val, (val_fraction, split_seed,
                                       settings_source))
-    metrics["setup"]["checkpoint"].update(sha256_before=sha256_before, sha256_after=checkpoint_sha256(checkpoint),
-                                          thresholds_written=bool(written))
+    metrics["setup"]["checkpoint"]["sha256"] = sha256_read
+    metrics["setup"]["calibrated_checkpoint"] = calibrated
     metrics = json_safe(metrics)
-    write_report_files(Path(config.out), metrics, evaluated, val)
+    write_report_files(out, metrics, evaluated, val)
     return metrics
+
+
+def read_checkpoint_once(path: Path) -> tuple[nn.Module, str, dict[str, str]]:
+    """The model, the SHA-256 of the bytes it was built from, and the file's other metadata (epoch, score).
+
+    The hash is taken before and after loading: a file replaced in between
+    (a training run saving a new best) would give weights the hash does not
+    describe, so that is refused rather than reported under the wrong SHA-256.
+    """
+    sha256_read = checkpoint_sha256(path)
+    model = load_checkpoint(path, map_location="cuda" if torch.cuda.is_available() else "cpu")
+    with safe_open(path, framework="pt") as handle:
+        metadata = {key: value for key, value in (handle.metadata() or {}).items()
+                    if key not in RESERVED_METADATA_KEYS}
+    if checkpoint_sha256(path) != sha256_read:
+        raise UsageError("the checkpoint changed on disk while it was read (is a training run still writing it?); "
+                         "evaluate again when it is finished", path=path)
+    return model, sha256_read, metadata
+
+
+def refuse_to_overwrite(checkpoint: Path, calibrated_path: Path) -> None:
+    """Evaluating ``OUT/calibrated.safetensors`` with the same ``--out`` would replace the file being evaluated."""
+    if calibrated_path.exists() and calibrated_path.resolve() == checkpoint.resolve():
+        raise UsageError(f"--out would overwrite the checkpoint being evaluated with its calibrated copy "
+                         f"({CALIBRATED_CHECKPOINT_NAME}); choose another --out folder", path=checkpoint)
 
 
 def resolve_split_settings(config: CxrEvalConfig) -> tuple[float, int, str]:
@@ -238,8 +275,8 @@ def evaluate_predictions(evaluated: SplitPredictions, val: SplitPredictions, lab
     thresholds = choose_thresholds(val.targets, val.probabilities, labels)
     no_threshold = [label for label in labels if math.isnan(thresholds[label]["youden"])]
     if no_threshold:
-        LOGGER.warning("no threshold chosen for %s: one class only on the %s split; their card thresholds stay",
-                       ", ".join(no_threshold), val.split)
+        LOGGER.warning("no threshold chosen for %s: one class only on the %s split; they keep their previous "
+                       "thresholds in the calibrated card", ", ".join(no_threshold), val.split)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetricUndefinedWarning)  # already warned by choose_thresholds
         val_mean_auroc = per_label_metrics(val.targets, val.probabilities, labels)["mean_auroc"]
@@ -331,35 +368,34 @@ def subgroup_table(evaluated: SplitPredictions, labels: Sequence[str]) -> list[d
     return rows
 
 
-def write_thresholds_to_checkpoint(path: Path, card: ModelCard, points: dict[str, dict[str, dict]],
-                                   sha256_loaded: str, val_fingerprint: str) -> bool:
-    """Store the val-split thresholds in the checkpoint's card; tensors and other metadata stay byte-identical.
+def calibrated_card(card: ModelCard, points: dict[str, dict[str, dict]], val_fingerprint: str,
+                    source_sha256: str) -> ModelCard:
+    """The card with the val-split thresholds: ``thresholds`` = Youden, both rules in ``extra["thresholds"]``.
 
-    The card's ``thresholds`` become the Youden thresholds (labels undefined on
-    val keep their previous value); both rules go to ``extra["thresholds"]``.
-
-    Raises:
-        UsageError: The file changed since it was loaded (e.g. a training run
-            still writing ``best.safetensors``): writing would pair these
-            thresholds with other weights.
+    Labels without a threshold on val (one class only) keep their previous
+    value. ``extra`` also records the data the thresholds were chosen on and
+    the SHA-256 of the checkpoint they were chosen for.
     """
     chosen = {label: {rule: points[label][rule]["threshold"] for rule in THRESHOLD_RULES} for label in card.labels}
     youden = {label: rules["youden"] for label, rules in chosen.items() if rules["youden"] is not None}
-    new_card = card.with_overrides(
+    return card.with_overrides(
         thresholds={**card.thresholds, **youden},
         extra={**card.extra, "thresholds": chosen, "thresholds_source": THRESHOLDS_SOURCE,
-               "thresholds_data_fingerprint": val_fingerprint})
-    if checkpoint_sha256(path) != sha256_loaded:
-        raise UsageError("the checkpoint changed on disk during evaluation (is a training run still writing it?); "
-                         "thresholds were not written - evaluate again, or pass --no-write-thresholds", path=path)
+               "thresholds_data_fingerprint": val_fingerprint, "calibrated_from_sha256": source_sha256})
+
+
+def write_calibrated_checkpoint(model: nn.Module, card: ModelCard, path: Path, metadata: dict[str, str]) -> Path:
+    """Write the evaluated weights with ``card`` (and the source's epoch/score metadata) to ``path``, atomically.
+
+    The weights are the ones just evaluated (the model in memory), so the
+    thresholds can never be paired with other weights, whatever happened to
+    the source file meanwhile.
+    """
     try:
-        with safe_open(path, framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-        write_safetensors_atomically(path, load_file(path), {**metadata, CARD_KEY: new_card.to_json()})
+        return save_checkpoint(model, path, card=card, extra_metadata=metadata)
     except OSError as error:
-        raise UsageError(f"cannot write the thresholds into the checkpoint ({error.strerror or error}); "
-                         "pass --no-write-thresholds to leave it as is", path=path) from error
-    return True
+        raise UsageError(f"cannot write the calibrated checkpoint ({error.strerror or error}); "
+                         "choose another --out folder, or pass --no-calibrated-checkpoint", path=path) from error
 
 
 def describe_setup(config: CxrEvalConfig, card: ModelCard, index: ChestXray14Index, evaluated: SplitPredictions,
@@ -369,7 +405,8 @@ def describe_setup(config: CxrEvalConfig, card: ModelCard, index: ChestXray14Ind
     trained_on = card.training_data_fingerprint
     return {
         "medres_version": MEDRES_VERSION,
-        "checkpoint": {"path": str(config.checkpoint), "model": card.name, "input_size": list(card.input_size),
+        "checkpoint": {"path": str(config.checkpoint), "sha256": None, "model": card.name,
+                       "input_size": list(card.input_size),
                        "training_data_fingerprint": trained_on or None, "index_fingerprint": index_fingerprint,
                        "index_matches_training": (index_fingerprint == trained_on) if trained_on else None},
         "data": {"path": str(config.data), "synthetic": (Path(config.data) / SYNTHETIC_README).is_file(),

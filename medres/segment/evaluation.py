@@ -6,6 +6,20 @@ or from a folder of existing label files (``<case>.nii.gz`` or
 with the reference on the reference's own RAS+ grid, at its own spacing, so
 distances are millimetres of the scan, not of the model's resampled grid.
 
+Which cases: by default the held-out ones. ``medres train seg`` writes the
+run's case split to ``split.json`` beside ``best.safetensors``; every case it
+lists under ``train`` was seen in training and would flatter the scores, so
+only the others are evaluated (its ``val`` cases, and cases of other folders
+that the split does not list). ``cases="all"`` evaluates every labelled case,
+each tagged with its split. Without a split file (a checkpoint from elsewhere,
+or a predictions folder without ``--split-file``) every case is evaluated and
+the report says that the split is unknown.
+
+The report carries the research-use notice, and a synthetic-data flag when the
+folder says it holds generated data (``README_SYNTHETIC.txt``, as written by
+:mod:`medres.data.synthetic`, or a ``dataset.json`` description mentioning
+synthetic data, as :mod:`medres.data.phantoms` writes).
+
 Summary conventions: mean and sample standard deviation over cases. HD95 is
 infinite when exactly one of prediction and reference is empty; such cases
 are counted (``hd95_infinite``) and left out of the HD95 mean, and written as
@@ -23,19 +37,37 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from medres.atomic import write_text_atomically
+from medres.data.synthetic import README_NAME as SYNTHETIC_README
 from medres.data.volumes import VolumeCase, check_case_geometry, label_volume, load_volume_dataset, read_case
-from medres.errors import NotFoundError, UsageError
+from medres.errors import EmptyInputError, NotFoundError, UsageError
 from medres.io import Image, read_image
 from medres.metrics import dice, hausdorff95_mm, normalized_surface_dice
 from medres.segment.inference import SlidingWindowSettings, segment_image
 from medres.segment.pipeline import NIFTI_NAME, load_segmentation_model
 
-METRICS_NAME, REPORT_NAME = "metrics.json", "report.md"
+METRICS_NAME, REPORT_NAME, SPLIT_NAME = "metrics.json", "report.md", "split.json"
+RESEARCH_NOTICE = "Research use only, not for diagnosis."
+CASE_SELECTIONS: tuple[str, ...] = ("held-out", "all")
+TRAIN, VAL, UNSEEN, UNKNOWN = "train", "val", "unseen", "unknown"
+"""A case's split: in the run's training or validation list, not listed by the run's split, or no split known."""
+SPLIT_MEANINGS: dict[str, str] = {
+    TRAIN: "used to train the model (scores are optimistic)",
+    VAL: "the run's validation case: held out from training, though it selected the best epoch",
+    UNSEEN: "not in the run's split: never used in training",
+    UNKNOWN: "no split file found: may or may not have been used in training",
+}
 
 
 @dataclass(frozen=True)
 class SegEvalConfig:
-    """Everything ``medres eval seg`` needs: data, output folder, and a checkpoint or a predictions folder."""
+    """Everything ``medres eval seg`` needs: data, output folder, and a checkpoint or a predictions folder.
+
+    Attributes:
+        cases: ``"held-out"`` (cases the run did not train on; needs a split file), ``"all"``, or None:
+            held-out when a split file is found, else all.
+        split_file: The training run's ``split.json``; None looks beside the checkpoint.
+    """
 
     data: str
     out: str
@@ -44,6 +76,32 @@ class SegEvalConfig:
     tolerance_mm: float = 2.0
     window: SlidingWindowSettings = SlidingWindowSettings()
     progress: bool = True
+    cases: str | None = None
+    split_file: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSplit:
+    """The case ids a training run trained and validated on (``split.json``), or nothing when unknown."""
+
+    path: Path | None = None
+    train: frozenset[str] = frozenset()
+    val: frozenset[str] = frozenset()
+
+    def split_of(self, case_id: str) -> str:
+        """``train``, ``val``, ``unseen`` (not listed by the split) or ``unknown`` (no split)."""
+        if self.path is None:
+            return UNKNOWN
+        return TRAIN if case_id in self.train else VAL if case_id in self.val else UNSEEN
+
+
+@dataclass(frozen=True)
+class CaseSelection:
+    """The cases to evaluate, each with its split, and one sentence on how they were chosen."""
+
+    cases: tuple[tuple[VolumeCase, str], ...]
+    mode: str
+    note: str
 
 
 def case_metrics(predicted: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...], labels: tuple[str, ...],
@@ -96,17 +154,23 @@ def read_prediction(folder: Path, case: VolumeCase, reference: Image) -> np.ndar
 
 
 def evaluate_segmentations(config: SegEvalConfig) -> dict[str, Any]:
-    """Evaluate every labelled case of ``config.data``; writes ``metrics.json`` and ``report.md``."""
+    """Evaluate the selected labelled cases of ``config.data``; writes ``metrics.json`` and ``report.md``."""
     if (config.checkpoint is None) == (config.predictions is None):
         raise UsageError("give exactly one of --checkpoint and --predictions")
+    if config.cases not in (None, *CASE_SELECTIONS):
+        raise UsageError(f"--cases must be one of {', '.join(CASE_SELECTIONS)}, got {config.cases!r}")
     dataset = load_volume_dataset(config.data)
-    cases = [case for case in (*dataset.training, *dataset.test) if case.label is not None]
+    labelled = [case for case in (*dataset.training, *dataset.test) if case.label is not None]
+    if not labelled:
+        raise EmptyInputError("the data set lists no labelled case (labelsTr) to evaluate against", path=config.data)
+    split_file = find_split_file(config)
+    selection = select_cases(labelled, read_run_split(split_file), config.cases)
     model = load_segmentation_model(config.checkpoint) if config.checkpoint else None
     labels = tuple(model.card.labels) if model is not None else dataset.labels
     if labels != dataset.labels:
         raise UsageError(f"the model's labels {labels} differ from the data set's {dataset.labels}", path=config.data)
     rows = []
-    for case in tqdm(cases, desc="evaluating", unit="case", disable=not config.progress):
+    for case, split in tqdm(selection.cases, desc="evaluating", unit="case", disable=not config.progress):
         image, label = read_case(case)
         truth = label_volume(label, case.case_id, len(labels))
         if model is not None:
@@ -114,18 +178,105 @@ def evaluate_segmentations(config: SegEvalConfig) -> dict[str, Any]:
         else:
             predicted = read_prediction(Path(config.predictions), case, label)
         for row in case_metrics(predicted, truth, image.spacing, labels, config.tolerance_mm):
-            rows.append({"case": case.case_id, **row})
+            rows.append({"case": case.case_id, "split": split, **row})
     results = {"data": str(config.data), "source": config.checkpoint or config.predictions,
-               "tolerance_mm": config.tolerance_mm, "cases": rows, **summarize(rows, labels)}
+               "tolerance_mm": config.tolerance_mm, "synthetic": synthetic_data_marker(Path(config.data)),
+               "selection": describe_selection(selection, split_file, len(labelled)),
+               "cases": rows, **summarize(rows, labels)}
     write_reports(results, Path(config.out))
     return results
 
 
+def find_split_file(config: SegEvalConfig) -> Path | None:
+    """The run's ``split.json``: the one given, else the one beside the checkpoint, else None."""
+    if config.split_file is not None:
+        path = Path(config.split_file)
+        if not path.is_file():
+            raise NotFoundError("no such split file (a training run's split.json)", path=path)
+        return path
+    beside = Path(config.checkpoint).parent / SPLIT_NAME if config.checkpoint else None
+    return beside if beside is not None and beside.is_file() else None
+
+
+def read_run_split(path: Path | None) -> RunSplit:
+    """Parse ``split.json`` (``{"train": [...], "val": [...]}``, as ``medres train seg`` writes it)."""
+    if path is None:
+        return RunSplit()
+    try:
+        split = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read the run's split ({error})", path=path) from error
+    if not (isinstance(split, dict) and all(isinstance(split.get(key), list) for key in (TRAIN, VAL))):
+        raise UsageError('not a training run\'s split: expected {"train": [case ids], "val": [case ids]}', path=path)
+    return RunSplit(path, frozenset(map(str, split[TRAIN])), frozenset(map(str, split[VAL])))
+
+
+def select_cases(cases: list[VolumeCase], split: RunSplit, mode: str | None) -> CaseSelection:
+    """The held-out cases by default (all of them when no split is known), or all when asked.
+
+    Raises:
+        UsageError: Held-out cases asked for without a split file, or none of the cases is held out.
+    """
+    tagged = tuple((case, split.split_of(case.case_id)) for case in cases)
+    if mode == "all" or (mode is None and split.path is None):
+        n_train = sum(name == TRAIN for _, name in tagged)
+        if split.path is None:
+            note = (f"No training split found (no {SPLIT_NAME} beside the checkpoint, and no `--split-file`): all "
+                    f"{len(tagged)} labelled cases were evaluated, and any of them may have been used in training.")
+        else:
+            note = (f"All {len(tagged)} labelled cases were evaluated (`--cases all`); {n_train} of them were used in "
+                    f"training ({split.path}), so their scores are optimistic.")
+        return CaseSelection(tagged, "all", note)
+    if split.path is None:
+        raise UsageError(f"--cases held-out needs the training run's split: no {SPLIT_NAME} beside the checkpoint; "
+                         "pass --split-file RUN/split.json, or --cases all")
+    held_out = tuple((case, name) for case, name in tagged if name != TRAIN)
+    if not held_out:
+        raise UsageError(f"all {len(tagged)} labelled cases were used in training ({split.path}); evaluate other "
+                         "cases, or pass --cases all to score the training cases anyway", path=split.path)
+    note = (f"Held-out cases only: {len(held_out)} of {len(tagged)} labelled cases; the other "
+            f"{len(tagged) - len(held_out)} were used in training ({split.path}). `--cases all` evaluates every case.")
+    return CaseSelection(held_out, "held-out", note)
+
+
+def describe_selection(selection: CaseSelection, split_file: Path | None, n_labelled: int) -> dict[str, Any]:
+    """The selection for ``metrics.json``: mode, split file, counts, each case's split, and the note."""
+    return {"mode": selection.mode, "split_file": str(split_file) if split_file else None,
+            "n_labelled": n_labelled, "n_evaluated": len(selection.cases), "note": selection.note,
+            "case_splits": {case.case_id: name for case, name in selection.cases}}
+
+
+def synthetic_data_marker(root: Path) -> str | None:
+    """Why the folder counts as synthetic data (a sentence), or None when nothing says so.
+
+    Markers: ``README_SYNTHETIC.txt`` (:mod:`medres.data.synthetic`), or a
+    ``dataset.json`` name or description that says "synthetic"
+    (:mod:`medres.data.phantoms` writes "Synthetic abdominal CT ...").
+    """
+    if (root / SYNTHETIC_README).is_file():
+        return f"the data folder holds {SYNTHETIC_README}"
+    try:
+        description = json.loads((root / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(description, dict):
+        return None
+    for key in ("name", "description"):
+        text = str(description.get(key, ""))
+        if "synthetic" in text.lower():
+            return f"dataset.json's {key} says: {text}"
+    return None
+
+
 def write_reports(results: dict[str, Any], out: Path) -> None:
-    """``metrics.json`` (infinite HD95 as null) and a Markdown ``report.md``."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_NAME).write_text(json.dumps(_finite_or_null(results), indent=2, allow_nan=False) + "\n")
-    (out / REPORT_NAME).write_text(markdown_report(results))
+    """``metrics.json`` (infinite HD95 as null) and a Markdown ``report.md``, each written atomically."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(out / METRICS_NAME, json.dumps(_finite_or_null(results), indent=2, allow_nan=False)
+                              + "\n")
+        write_text_atomically(out / REPORT_NAME, markdown_report(results))
+    except OSError as error:
+        raise UsageError(f"cannot write the report ({error.strerror or error})", path=out) from error
 
 
 def _finite_or_null(value: Any) -> Any:
@@ -139,19 +290,26 @@ def _finite_or_null(value: Any) -> Any:
 
 
 def markdown_report(results: dict[str, Any]) -> str:
-    """Summary table per label, then every case, in Markdown."""
-    tolerance = results["tolerance_mm"]
-    lines = ["# Segmentation evaluation\n", f"Data: `{results['data']}`; predictions: `{results['source']}`; "
-             f"{len({row['case'] for row in results['cases']})} cases. Mean Dice: **{results['mean_dice']:.4f}**.\n",
-             f"| label | Dice | HD95 (mm) | NSD @ {tolerance:g} mm | cases | HD95 infinite |",
-             "|---|---|---|---|---|---|"]
+    """Notices, which cases and why, the summary table per label, then every case with its split."""
+    tolerance, selection = results["tolerance_mm"], results["selection"]
+    lines = ["# Segmentation evaluation", ""]
+    if results["synthetic"]:
+        lines += [f"> **SYNTHETIC DATA** ({results['synthetic'].rstrip('.')}): no real patient is in these scans, "
+                  "and the numbers below say nothing about real ones.", ""]
+    overview = (f"Data: `{results['data']}`; model or predictions: `{results['source']}`; "
+                f"{selection['n_evaluated']} cases. Mean Dice: **{results['mean_dice']:.4f}**.")
+    lines += [RESEARCH_NOTICE, "", overview, "", selection["note"], "",
+              f"| label | Dice | HD95 (mm) | NSD @ {tolerance:g} mm | cases | HD95 infinite |",
+              "|---|---|---|---|---|---|"]
     for name, values in results["per_label"].items():
         lines.append(f"| {name} | {_pm(values['dice'])} | {_pm(values['hd95_mm'], 2)} | {_pm(values['nsd'])} | "
                      f"{values['cases']} | {values['hd95_infinite']} |")
-    lines += ["", "## Per case", "", "| case | label | Dice | HD95 (mm) | NSD |", "|---|---|---|---|---|"]
+    lines += ["", "## Per case", "", "| case | split | label | Dice | HD95 (mm) | NSD |", "|---|---|---|---|---|---|"]
     for row in results["cases"]:
-        lines.append(f"| {row['case']} | {row['label']} | {row['dice']:.4f} | {row['hd95_mm']:.2f} "
+        lines.append(f"| {row['case']} | {row['split']} | {row['label']} | {row['dice']:.4f} | {row['hd95_mm']:.2f} "
                      f"| {row['nsd']:.4f} |")
+    splits = sorted({row["split"] for row in results["cases"]})
+    lines += ["", "Splits: " + "; ".join(f"`{name}`: {SPLIT_MEANINGS[name]}" for name in splits) + "."]
     return "\n".join(lines) + "\n"
 
 

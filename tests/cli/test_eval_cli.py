@@ -1,7 +1,7 @@
 """``medres eval cxr`` end to end on a tiny synthetic ChestX-ray14 and an untrained tiny model.
 
 The model is untrained on purpose: these tests check the pipeline (files,
-JSON validity, agreement with scikit-learn, the card write-back), not the AUROC.
+JSON validity, agreement with scikit-learn, the calibrated checkpoint), not the AUROC.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from medres.data.synthetic import make_chestxray14
 from medres.metrics import MetricUndefinedWarning, choose_thresholds
 from medres.models import checkpoint_sha256, create_model, load_checkpoint, read_card, save_checkpoint
 
-OUTPUT_FILES = ("report.md", "metrics.json", "roc_curves.png", "reliability.png", "predictions.csv")
+OUTPUT_FILES = ("report.md", "metrics.json", "roc_curves.png", "reliability.png", "predictions.csv",
+                "calibrated.safetensors")
 N_BOOT = "40"
 pytestmark = pytest.mark.filterwarnings("ignore::medres.metrics.MetricUndefinedWarning")  # tiny splits lack positives
 
@@ -103,9 +104,11 @@ def test_per_class_auroc_equals_sklearn_on_predictions_csv(run: EvalRun) -> None
             assert reported is None
 
 
-def test_card_holds_val_thresholds_and_still_loads(run: EvalRun) -> None:
-    card = read_card(run.checkpoint)
-    assert checkpoint_sha256(run.checkpoint) != run.sha256_before
+def test_checkpoint_is_unchanged_and_the_calibrated_card_holds_val_thresholds(run: EvalRun) -> None:
+    assert checkpoint_sha256(run.checkpoint) == run.sha256_before
+    assert read_card(run.checkpoint).extra.get("thresholds_source") is None
+    calibrated = run.out / "calibrated.safetensors"
+    card = read_card(calibrated)
     assert card.extra["thresholds_source"] == "val split, Youden J"
     truth = load_chestxray14(run.data).table.set_index("image")
     val = read_predictions(run).query("split == 'val'")
@@ -121,7 +124,19 @@ def test_card_holds_val_thresholds_and_still_loads(run: EvalRun) -> None:
                 expected[label]["sensitivity_90"], abs=1e-12)
         else:
             assert card.thresholds[label] == 0.5 and card.extra["thresholds"][label]["youden"] is None
-    assert load_checkpoint(run.checkpoint).card == card
+    assert load_checkpoint(calibrated).card == card
+
+
+def test_metrics_and_report_name_both_checkpoints_by_sha256(run: EvalRun) -> None:
+    metrics = strict_json((run.out / "metrics.json").read_text())
+    calibrated = run.out / "calibrated.safetensors"
+    assert metrics["setup"]["checkpoint"]["sha256"] == run.sha256_before
+    assert metrics["setup"]["calibrated_checkpoint"] == {
+        "path": str(calibrated), "sha256": checkpoint_sha256(calibrated), "written": True,
+        "thresholds": read_card(calibrated).thresholds}
+    report = (run.out / "report.md").read_text()
+    assert run.sha256_before in report and checkpoint_sha256(calibrated) in report
+    assert f"medres score DICOM_FOLDER --checkpoint {calibrated}" in report and "Score with this file" in report
 
 
 def test_report_says_synthetic_and_shows_the_published_table(run: EvalRun) -> None:
@@ -132,16 +147,19 @@ def test_report_says_synthetic_and_shows_the_published_table(run: EvalRun) -> No
     assert "patient-level bootstrap" in report and "## Subgroups" in report
 
 
-def test_no_write_thresholds_leaves_checkpoint_bytes_and_reads_run_split_settings(data_root: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_no_calibrated_checkpoint_and_no_progress_and_run_split_settings(data_root: Path, tmp_path: Path,
+                                                                         capsys) -> None:
     checkpoint = untrained_checkpoint(tmp_path / "run" / "best.safetensors")
     (tmp_path / "run" / "config.json").write_text(json.dumps({"val_fraction": 0.3, "split_seed": 1}))
     sha256 = checkpoint_sha256(checkpoint)
     exit_code = main(["eval", "cxr", "--checkpoint", str(checkpoint), "--data", str(data_root), "--out",
-                      str(tmp_path / "out"), "--n-boot", "10", "--no-write-thresholds"])
+                      str(tmp_path / "out"), "--n-boot", "10", "--no-calibrated-checkpoint", "--no-progress"])
+    captured = capsys.readouterr()
     assert exit_code == 0 and checkpoint_sha256(checkpoint) == sha256
+    assert "predicting" not in captured.err and "calibrated checkpoint not written" in captured.out
+    assert not (tmp_path / "out" / "calibrated.safetensors").exists()
     metrics = strict_json((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["setup"]["checkpoint"]["thresholds_written"] is False
+    assert metrics["setup"]["calibrated_checkpoint"]["written"] is False
     assert metrics["setup"]["data"]["val_fraction"] == 0.3 and metrics["setup"]["data"]["split_seed"] == 1
     assert "config.json" in metrics["setup"]["data"]["split_settings_source"]
     expected_val = load_chestxray14(data_root, val_fraction=0.3, seed=1).subset(split="val").table
@@ -149,13 +167,13 @@ def test_no_write_thresholds_leaves_checkpoint_bytes_and_reads_run_split_setting
 
 
 def test_val_split_from_a_prepared_cache_warns_that_thresholds_are_optimistic(data_root: Path, tmp_path: Path,
-                                                                              run: EvalRun) -> None:
+                                                                              run: EvalRun, capsys) -> None:
     cache = tmp_path / "cache"
     assert main(["prepare", "cxr", "--data", str(data_root), "--out", str(cache), "--workers", "1"]) == 0
     checkpoint = Path(shutil.copyfile(run.checkpoint, tmp_path / "model.safetensors"))
     exit_code = main(["eval", "cxr", "--checkpoint", str(checkpoint), "--data", str(data_root), "--split", "val",
                       "--cache", str(cache), "--out", str(tmp_path / "out"), "--n-boot", "10"])
-    assert exit_code == 0
+    assert exit_code == 0 and "predicting val" in capsys.readouterr().err  # progress bars by default
     predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert set(predictions["split"]) == {"val"}
     assert "chosen on the evaluated split itself" in (tmp_path / "out" / "report.md").read_text()
@@ -168,7 +186,7 @@ def test_missing_checkpoint_is_a_one_line_error(data_root: Path, tmp_path: Path,
     exit_code = main(["eval", "cxr", "--checkpoint", str(tmp_path / "absent.safetensors"), "--data",
                       str(data_root), "--out", str(tmp_path / "out")])
     error = capsys.readouterr().err
-    assert exit_code == 1 and error.startswith("medres: error: not_found:") and error.count("\n") == 1
+    assert exit_code == 2 and error.startswith("medres: error: not_found:") and error.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
 
@@ -176,10 +194,19 @@ def test_pickle_checkpoint_is_refused(data_root: Path, tmp_path: Path, capsys) -
     torch.save({"weights": torch.zeros(1)}, tmp_path / "model.pt")
     exit_code = main(["eval", "cxr", "--checkpoint", str(tmp_path / "model.pt"), "--data", str(data_root),
                       "--out", str(tmp_path / "out")])
-    assert exit_code == 1 and "unsafe_checkpoint" in capsys.readouterr().err
+    assert exit_code == 2 and "unsafe_checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["eval"], ["eval", "cxr"]])
+def test_evaluating_a_calibrated_checkpoint_into_its_own_folder_is_refused(run: EvalRun, capsys) -> None:
+    calibrated = run.out / "calibrated.safetensors"
+    sha256 = checkpoint_sha256(calibrated)
+    exit_code = main(["eval", "cxr", "--checkpoint", str(calibrated), "--data", str(run.data), "--out", str(run.out),
+                      "--n-boot", "10", "--no-progress"])
+    assert exit_code != 0 and "would overwrite the checkpoint being evaluated" in capsys.readouterr().err
+    assert checkpoint_sha256(calibrated) == sha256
+
+
+@pytest.mark.parametrize("command", [["eval"], ["eval", "cxr"], ["eval", "seg"]])
 def test_help(command: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as caught:
         main([*command, "--help"])

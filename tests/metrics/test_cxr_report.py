@@ -1,7 +1,8 @@
-"""Chest X-ray evaluation report: undefined labels, thresholds from val, subgroups, the card write-back."""
+"""Chest X-ray evaluation report: undefined labels, thresholds from val, subgroups, the calibrated checkpoint."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -23,12 +24,15 @@ from medres.metrics import cxr_report
 from medres.metrics.cxr_report import (
     CxrEvalConfig,
     SplitPredictions,
+    calibrated_card,
     describe_setup,
     evaluate_predictions,
     json_safe,
     operating_points,
+    read_checkpoint_once,
+    refuse_to_overwrite,
     subgroup_masks,
-    write_thresholds_to_checkpoint,
+    write_calibrated_checkpoint,
 )
 from medres.models import checkpoint_sha256, create_model, load_checkpoint, read_card, save_checkpoint
 
@@ -131,39 +135,57 @@ def test_report_on_official_split_names_the_shared_benchmark_and_not_synthetic(d
         metrics = evaluate_predictions(test, val, LABELS, N_BOOT)
     config = CxrEvalConfig(checkpoint="model.safetensors", data=str(tmp_path), out=str(tmp_path / "out"))
     metrics["setup"] = describe_setup(config, create_model("chexnet_tiny").card, index, test, val, (0.1, 0, "defaults"))
-    metrics["setup"]["checkpoint"].update(sha256_before="0" * 64, thresholds_written=False)
+    metrics["setup"]["checkpoint"]["sha256"] = "0" * 64
+    metrics["setup"]["calibrated_checkpoint"] = {"path": None, "sha256": None, "written": False, "thresholds": {}}
     report = render_report(json_safe(metrics))
     assert "SYNTHETIC" not in report and "official test list" in report and "not written" in report
     assert "| **Mean** |" in report and "CheXNet 2017" in report
 
 
-def test_thresholds_write_back_keeps_tensors_and_metadata(tmp_path: Path) -> None:
+def test_calibrated_checkpoint_keeps_tensors_and_metadata_and_leaves_the_source(tmp_path: Path) -> None:
     path = save_checkpoint(create_model("chexnet_tiny", input_size=(64, 64)), tmp_path / "best.safetensors",
                            extra_metadata={"epoch": "3"})
-    card, before = read_card(path), load_file(path)
+    source_sha = checkpoint_sha256(path)
+    model, sha_read, metadata = read_checkpoint_once(path)
+    assert sha_read == source_sha and metadata == {"epoch": "3"}
     points = {label: {rule: {"threshold": 0.25 if label == "Mass" else None} for rule in ("youden", "sensitivity_90")}
-              for label in card.labels}
-    assert write_thresholds_to_checkpoint(path, card, points, checkpoint_sha256(path), "abc")
-    new_card = read_card(path)
-    assert new_card.thresholds["Mass"] == 0.25 and new_card.thresholds["Hernia"] == card.thresholds["Hernia"]
+              for label in model.card.labels}
+    card = calibrated_card(model.card, points, "abc", sha_read)
+    calibrated = write_calibrated_checkpoint(model, card, tmp_path / "report" / "calibrated.safetensors", metadata)
+    assert checkpoint_sha256(path) == source_sha and read_card(path) == model.card  # the source is untouched
+    new_card = read_card(calibrated)
+    assert new_card == card and new_card.thresholds["Mass"] == 0.25
+    assert new_card.thresholds["Hernia"] == model.card.thresholds["Hernia"]  # no threshold chosen: kept
     assert new_card.extra["thresholds"]["Mass"] == {"youden": 0.25, "sensitivity_90": 0.25}
     assert new_card.extra["thresholds_source"] == "val split, Youden J"
-    after = load_file(path)
+    assert new_card.extra["calibrated_from_sha256"] == source_sha
+    before, after = load_file(path), load_file(calibrated)
     assert before.keys() == after.keys() and all(torch.equal(before[key], after[key]) for key in before)
-    with safe_open(path, framework="pt") as handle:
+    with safe_open(calibrated, framework="pt") as handle:
         assert handle.metadata()["epoch"] == "3"
-    assert load_checkpoint(path).card == new_card
+    assert load_checkpoint(calibrated).card == new_card
 
 
-def test_thresholds_are_not_written_over_a_checkpoint_that_changed(tmp_path: Path) -> None:
+def test_a_checkpoint_replaced_while_it_is_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = save_checkpoint(create_model("chexnet_tiny", input_size=(64, 64)), tmp_path / "best.safetensors")
-    card, loaded_sha = read_card(path), checkpoint_sha256(path)
-    save_checkpoint(create_model("chexnet_tiny", input_size=(64, 64)), path)  # a training run saved a new best
-    changed_sha = checkpoint_sha256(path)
-    points = {label: {rule: {"threshold": 0.3} for rule in ("youden", "sensitivity_90")} for label in card.labels}
-    with pytest.raises(UsageError, match="changed on disk"):
-        write_thresholds_to_checkpoint(path, card, points, loaded_sha, "abc")
-    assert checkpoint_sha256(path) == changed_sha
+    real_load = cxr_report.load_checkpoint
+
+    def load_then_training_saves_a_new_best(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        torch.manual_seed(1)
+        save_checkpoint(create_model("chexnet_tiny", input_size=(64, 64)), path)
+        return model
+
+    monkeypatch.setattr(cxr_report, "load_checkpoint", load_then_training_saves_a_new_best)
+    with pytest.raises(UsageError, match="changed on disk while it was read"):
+        read_checkpoint_once(path)
+
+
+def test_out_folder_holding_the_evaluated_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = save_checkpoint(create_model("chexnet_tiny", input_size=(64, 64)), tmp_path / "calibrated.safetensors")
+    with pytest.raises(UsageError, match="would overwrite the checkpoint being evaluated"):
+        refuse_to_overwrite(path, tmp_path / "." / "calibrated.safetensors")
+    refuse_to_overwrite(path, tmp_path / "other" / "calibrated.safetensors")  # another folder is fine
 
 
 def test_json_safe_turns_nan_and_numpy_into_plain_json() -> None:
@@ -186,3 +208,18 @@ def test_progress_bar_never_replaces_the_model_output(monkeypatch: pytest.Monkey
         with cxr_report._progress_bar(model, 2, "test", enabled=False):
             hooked = model(inputs)
     assert torch.equal(hooked, expected)
+
+
+@pytest.mark.parametrize(("n_labels", "height"), [(14, 1620), (3, 720)])
+def test_reliability_png_has_a_pooled_row_and_a_grid_row_per_four_labels(n_labels: int, height: int) -> None:
+    """Pooled panel on top (420 px), then 300 px per row of four label panels; a label with no positives draws."""
+    from PIL import Image as PILImage
+
+    from medres.metrics.cxr_plots import reliability_png
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random((200, n_labels)) < 0.2).astype(np.int8)
+    truth[:, 0] = 0  # one class only: its panel still shows the curve and ECE
+    scores = np.clip(truth * 0.5 + rng.random(truth.shape) * 0.5, 0, 1)
+    png = reliability_png(truth, scores, list(LABELS[:n_labels]), 10, "test split")
+    assert PILImage.open(io.BytesIO(png)).size == (1200, height)
