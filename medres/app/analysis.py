@@ -1,5 +1,10 @@
 """Model work for the review app: load a checkpoint, score a radiograph, explain one class.
 
+Before the chest X-ray model sees an image, the scope gate of
+:mod:`medres.models.scope` (the one ``medres score`` applies) decides whether
+it may: a CT slice, a lateral or a knee film gets its reason and no
+probabilities or Grad-CAM, here as in the batch scorer.
+
 The loaded model is shared by every session (``st.cache_resource``), so each
 use holds the model's lock: Grad-CAM installs a forward hook on the shared
 network, and two sessions explaining at once would otherwise see each
@@ -17,11 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from medres.errors import UsageError
+from medres.errors import MedresError, UsageError
 from medres.explain import explain
 from medres.io import Image
 from medres.models import checkpoint_sha256, load_checkpoint
 from medres.models.card import ModelCard
+from medres.models.scope import ImageFacts, check_chest_xray_scope, chest_xray_scope_error
 from medres.transforms.cxr import preprocess_for_model
 
 RESEARCH_NOTICE = "Research use only, not for diagnosis."
@@ -73,10 +79,18 @@ def load_model(checkpoint: str | Path, task: str = "cxr") -> LoadedModel:
     return LoadedModel(model.eval(), path, checkpoint_sha256(path))
 
 
+def scope_refusal(image: Image) -> MedresError | None:
+    """Why the chest X-ray model must not score ``image`` (the scope gate's error), or None if it may."""
+    return chest_xray_scope_error(ImageFacts.from_image(image))
+
+
 def model_input(image: Image, card: ModelCard) -> torch.Tensor:
-    """The ``(1, C, H, W)`` input for a radiograph, exactly as training and scoring build it."""
-    if image.is_volume:
-        raise UsageError("the chest X-ray model takes 2D radiographs, not volumes")
+    """The ``(1, C, H, W)`` input for a radiograph, exactly as training and scoring build it.
+
+    Raises:
+        OutOfScopeError: The scope gate refuses the image (a CT slice, a lateral, a volume ...).
+    """
+    check_chest_xray_scope(ImageFacts.from_image(image))
     tensor = preprocess_for_model(image.array, card)[None]
     return tensor.expand(-1, card.in_channels, -1, -1).contiguous() if card.in_channels > 1 else tensor
 

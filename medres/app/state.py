@@ -32,6 +32,7 @@ ENV_UPLOAD_LIMIT = "MEDRES_APP_UPLOAD_LIMIT_MB"
 DEFAULT_UPLOAD_LIMIT_MB = 200
 APP_SCRIPT_NAME = "review.py"
 CASE, UPLOAD_DIR, CACHE, BROWSE_DIR, UPLOAD_KEY = "case", "upload_dir", "computed", "browse_dir", "upload_signature"
+UPLOAD_WIDGET, UPLOAD_GENERATION, UPLOAD_REFUSAL = "upload", "upload_generation", "upload_refusal"
 CASE_WIDGET_KEYS: tuple[str, ...] = (
     "cam_class", "xray_preset", "xray_level", "xray_width", "volume_preset", "volume_level", "volume_width",
     "slice_axial", "slice_coronal", "slice_sagittal", "seg_source", "seg_path", "seg_upload",
@@ -181,6 +182,25 @@ def replace_upload_folder(session: MutableMapping[str, Any]) -> Path:
     if isinstance(previous, UploadFolder):
         previous.remove()
     return upload_folder(session)
+
+
+def upload_widget_key(session: MutableMapping[str, Any]) -> str:
+    """The uploader's widget key: a new one after each refusal, so the refused file leaves the widget.
+
+    A Streamlit uploader keeps its file until the user removes it; a refused
+    file left there would be all the widget sends on the next interaction, and
+    the next valid file would never get through.
+    """
+    generation = int(session.get(UPLOAD_GENERATION, 0))
+    return UPLOAD_WIDGET if generation == 0 else f"{UPLOAD_WIDGET}_{generation}"
+
+
+def refuse_upload(session: MutableMapping[str, Any], message: str) -> None:
+    """Record why an upload was refused and empty the uploader (a fresh widget key), dropping any open case."""
+    close_case(session)
+    session[UPLOAD_GENERATION] = int(session.get(UPLOAD_GENERATION, 0)) + 1
+    session[UPLOAD_REFUSAL] = message
+    session.pop(UPLOAD_KEY, None)
 
 
 def heatmap_image(path: Path) -> np.ndarray:

@@ -6,7 +6,8 @@ browser; ``apps/review.py`` only places the results on the page.
 Display conventions: volumes are RAS+ ``(X, Y, Z)`` and are shown the
 radiological way (patient's right on the viewer's left, anterior or superior
 at the top), each slice stretched to its physical aspect ratio so that
-anisotropic voxels do not distort anatomy.
+anisotropic voxels do not distort anatomy, and labelled at its edges with
+the patient directions (R/L, A/P, S/I) so no reader has to know the convention.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
 
 CT_PRESETS: dict[str, tuple[float, float]] = {
     "Lung (-600/1500)": (-600.0, 1500.0),
@@ -37,7 +39,21 @@ XRAY_PRESET_PERCENTILES: dict[str, tuple[float, float]] = {
 """X-ray presets as percentile ranges: radiographs carry no absolute unit like HU."""
 COLORMAPS: tuple[str, ...] = ("jet", "inferno", "viridis", "turbo", "hot")
 AXES: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
+ORIENTATION_LETTERS: dict[str, tuple[str, str, str, str]] = {
+    "axial": ("A", "P", "R", "L"),
+    "coronal": ("S", "I", "R", "L"),
+    "sagittal": ("S", "I", "A", "P"),
+}
+"""Patient direction at the (top, bottom, left, right) edge of each plane as :func:`volume_slice` orients it."""
+LETTER_COLOUR, LETTER_OUTLINE = (255, 220, 0), (0, 0, 0)
 MAX_DISPLAY_SIDE = 1024
+MIN_SLICE_SIDE = 384
+"""Slices are enlarged to at least this many pixels on their longer side, so letters stay legible."""
+POSITIVE_COLOUR, NEGATIVE_COLOUR = "#d62728", "#9ecae1"
+NUMBER_COLUMN_X = 1.04
+"""Where (in probability units) the column of numbers starts, right of the axis's end."""
+ROW_HEIGHT_PX = 26
+DEFAULT_THRESHOLD = 0.5
 
 
 def window_from_percentiles(array: np.ndarray, low: float, high: float) -> tuple[float, float]:
@@ -120,6 +136,45 @@ def physical_aspect(pixels: np.ndarray, row_spacing: float, column_spacing: floa
     return np.asarray(PILImage.fromarray(pixels).resize(size, PILImage.Resampling.NEAREST))
 
 
+def enlarge_to(pixels: np.ndarray, min_side: int = MIN_SLICE_SIDE) -> np.ndarray:
+    """Enlarge (nearest neighbour, aspect kept) so the longer side has at least ``min_side`` pixels."""
+    rows, cols = pixels.shape[:2]
+    factor = min_side / max(rows, cols)
+    if factor <= 1:
+        return pixels
+    size = (max(1, round(cols * factor)), max(1, round(rows * factor)))
+    return np.asarray(PILImage.fromarray(pixels).resize(size, PILImage.Resampling.NEAREST))
+
+
+def draw_orientation_letters(pixels: np.ndarray, plane: str) -> np.ndarray:
+    """RGB copy of a displayed slice with the patient direction written at the middle of each edge."""
+    picture = PILImage.fromarray(pixels).convert("RGB")
+    width, height = picture.size
+    size = max(14, max(width, height) // 20)
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(picture)
+    margin = max(2, size // 4)
+    top, bottom, left, right = ORIENTATION_LETTERS[plane]
+    anchors = ((top, (width / 2, margin), "mt"), (bottom, (width / 2, height - margin), "mb"),
+               (left, (margin, height / 2), "lm"), (right, (width - margin, height / 2), "rm"))
+    for letter, position, anchor in anchors:
+        draw.text(position, letter, fill=LETTER_COLOUR, font=font, anchor=anchor,
+                  stroke_width=max(1, size // 10), stroke_fill=LETTER_OUTLINE)
+    return np.asarray(picture)
+
+
+def display_slice(pixels: np.ndarray, spacing: Sequence[float], plane: str) -> np.ndarray:
+    """A slice from :func:`volume_slice` ready to show: square millimetres, legible size, direction letters.
+
+    Args:
+        pixels: Grey (H, W) or RGB (H, W, 3) uint8, oriented by :func:`volume_slice`.
+        spacing: The volume's voxel spacing in mm, RAS+ axis order.
+        plane: ``"axial"``, ``"coronal"`` or ``"sagittal"``.
+    """
+    shown = physical_aspect(pixels, *slice_spacing(spacing, plane))
+    return draw_orientation_letters(enlarge_to(shown), plane)
+
+
 def label_colours(label_values: Sequence[int]) -> dict[int, tuple[int, int, int]]:
     """A distinct RGB colour per label value (tab10, then tab20), stable for a given value."""
     palette = [tuple(int(255 * c) for c in colormaps["tab10"](i)[:3]) for i in range(10)]
@@ -147,25 +202,69 @@ def legend_html(names: Mapping[int, str], colours: Mapping[int, tuple[int, int, 
 
 
 def probability_table(probabilities: Mapping[str, float], thresholds: Mapping[str, float]) -> pd.DataFrame:
-    """One row per label, sorted by probability (highest first), with threshold and call."""
+    """One row per label, sorted by probability (highest first), with threshold, call and display name."""
     table = pd.DataFrame({"label": list(probabilities), "probability": [float(v) for v in probabilities.values()]})
-    table["threshold"] = [float(thresholds.get(label, 0.5)) for label in table["label"]]
+    table["threshold"] = [float(thresholds.get(label, DEFAULT_THRESHOLD)) for label in table["label"]]
     table["call"] = np.where(table["probability"] >= table["threshold"], "positive", "negative")
+    table["finding"] = [finding_name(label) for label in table["label"]]
     return table.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def finding_name(label: str) -> str:
+    """A label as a reader writes it: ChestX-ray14's ``Pleural_Thickening`` -> ``Pleural Thickening``."""
+    return label.replace("_", " ")
+
+
 def probability_chart(table: pd.DataFrame) -> alt.LayerChart:
-    """Horizontal bars of probability, sorted, with each label's threshold as a black tick."""
-    order = list(table["label"])
-    axis = alt.Axis(labelOverlap=False, labelLimit=200)
-    base = alt.Chart(table).encode(y=alt.Y("label:N", sort=order, title=None, axis=axis))
+    """Horizontal bars of probability, each label's threshold as a black tick, the numbers in a column beside.
+
+    The numbers stand right of the axis's end (x = 1), aligned, so a tick or
+    a long bar never covers them.
+    """
+    order = list(table["finding"])
+    axis = alt.Axis(labelOverlap=False, labelLimit=260, labelFontSize=13)
+    base = alt.Chart(table).encode(y=alt.Y("finding:N", sort=order, title=None, axis=axis))
+    x_scale = alt.Scale(domain=[0, round(NUMBER_COLUMN_X + 0.14, 2)], nice=False)
+    x_axis = alt.Axis(values=[0, 0.25, 0.5, 0.75, 1.0], format=".2f", title="probability (black tick: threshold)")
+    tooltip = ["finding", alt.Tooltip("probability:Q", format=".3f"), alt.Tooltip("threshold:Q", format=".2f"),
+               "call"]
     bars = base.mark_bar().encode(
-        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), title="probability"),
-        color=alt.Color("call:N", scale=alt.Scale(domain=["positive", "negative"], range=["#d62728", "#9ecae1"])),
-        tooltip=["label", alt.Tooltip("probability:Q", format=".3f"), alt.Tooltip("threshold:Q", format=".2f")],
+        x=alt.X("probability:Q", scale=x_scale, axis=x_axis),
+        color=alt.Color("call:N", scale=alt.Scale(domain=["positive", "negative"],
+                                                  range=[POSITIVE_COLOUR, NEGATIVE_COLOUR]),
+                        legend=alt.Legend(title="call", orient="bottom")),
+        tooltip=tooltip,
     )
-    ticks = base.mark_tick(color="black", thickness=2, size=18).encode(x="threshold:Q")
-    return (bars + ticks).properties(height=24 * len(table))
+    numbers = base.mark_text(align="left", fontSize=13).encode(
+        x=alt.datum(NUMBER_COLUMN_X, scale=x_scale), text=alt.Text("probability:Q", format=".2f"),
+        color=alt.condition(alt.datum.call == "positive", alt.value(POSITIVE_COLOUR), alt.value("#333333")),
+        tooltip=tooltip,
+    )
+    ticks = base.mark_tick(color="black", thickness=2).encode(x=alt.X("threshold:Q", scale=x_scale),
+                                                             tooltip=tooltip)
+    return (bars + ticks + numbers).properties(height=alt.Step(ROW_HEIGHT_PX))
+
+
+def threshold_caption(thresholds: Mapping[str, float]) -> str:
+    """What the chart's numbers and black ticks mean, and where the thresholds came from."""
+    values = {round(float(value), 4) for value in thresholds.values()}
+    if values == {DEFAULT_THRESHOLD}:
+        origin = ("every threshold is the default 0.5: this checkpoint's card holds no calibrated thresholds "
+                  "(`medres eval cxr` writes a checkpoint with thresholds chosen on validation data)")
+    else:
+        origin = "the thresholds come from the checkpoint's model card (chosen on validation data)"
+    return ("The number beside each bar is the model's probability for that finding. The black tick marks the "
+            "finding's decision threshold: a probability at or above it is a positive call (red bar), below it "
+            f"a negative call (blue). Here {origin}.")
+
+
+def positive_calls_text(table: pd.DataFrame) -> str:
+    """One line naming the positive calls with their probabilities, highest first."""
+    positives = table[table["call"] == "positive"]
+    if positives.empty:
+        return "Positive calls: none (no probability reaches its threshold)."
+    items = [f"{row.finding} {row.probability:.2f} (threshold {row.threshold:.2f})" for row in positives.itertuples()]
+    return "Positive calls: " + ", ".join(items) + "."
 
 
 def _escape(text: str) -> str:

@@ -4,8 +4,8 @@ Every file found under the input folder ends as exactly one of three outcomes:
 
 - ``scored``: a row in the scores table;
 - ``skipped``: the file is fine but the model does not apply to it (a lateral
-  view, a CT slice, a report, a text file ...), or it was deliberately not
-  read (a link leaving the input folder);
+  view, a CT slice: the scope gate's ``out_of_scope_*`` reasons; a report, a
+  text file ...), or it was deliberately not read (a link leaving the input folder);
 - ``failed``: the file should have been scored but could not be (truncated,
   corrupt, an unsupported encoding, a decoder that crashed its process).
 
@@ -47,26 +47,6 @@ class NotRegularFileError(NotApplicableError):
     default_message = "not a regular file (a device, pipe or socket); it is not opened"
 
 
-class NotRadiographError(NotApplicableError):
-    reason = "not_radiograph"
-    default_message = "not a projection radiograph (CR/DX, PNG or JPEG); the chest X-ray model does not apply"
-
-
-class NotChestError(NotApplicableError):
-    reason = "not_chest"
-    default_message = "BodyPartExamined is not CHEST; the chest X-ray model does not apply"
-
-
-class NotFrontalError(NotApplicableError):
-    reason = "not_frontal"
-    default_message = "ViewPosition is not a frontal view (PA/AP); the model was trained on frontal films"
-
-
-class NeedsSegmentationModelError(NotApplicableError):
-    reason = "needs_segmentation_model"
-    default_message = "a CT/MR image or volume; score it with a segmentation checkpoint (`medres segment`)"
-
-
 class WorkerCrashedError(MedresError):
     reason = "worker_crashed"
     default_message = (
@@ -90,11 +70,13 @@ class InternalError(MedresError):
     default_message = "an unexpected error while processing this file; please report it"
 
 
-# Reasons that mean "the file is fine, the model just does not apply" (plus files that are
-# not images at all: a folder of DICOMs routinely holds README files, DICOMDIRs and reports).
+# Reasons that mean "the file is fine, the model just does not apply" (the scope gate's
+# out_of_scope_* reasons, see medres.models.scope), plus files that are not images at all:
+# a folder of DICOMs routinely holds README files, DICOMDIRs and reports.
 SKIPPED_REASONS = frozenset({
-    "not_applicable", "outside_root", "linked_folder", "not_a_file", "not_radiograph", "not_chest",
-    "not_frontal", "needs_segmentation_model", "no_pixel_data", "not_dicom",
+    "not_applicable", "outside_root", "linked_folder", "not_a_file", "no_pixel_data", "not_dicom",
+    "out_of_scope", "out_of_scope_modality", "out_of_scope_body_part", "out_of_scope_view",
+    "out_of_scope_dimensionality",
 })
 
 

@@ -4,8 +4,9 @@ The pipeline (walk, workers, batching, journal, tables) is task-agnostic; a
 task supplies three things:
 
 - ``check_applies(facts)``: from header facts alone (no pixels decoded), raise
-  a :class:`~medres.score.outcomes.NotApplicableError` for files the model
-  does not apply to, so a folder of CT slices costs header reads, not decodes;
+  an :class:`~medres.errors.OutOfScopeError` for files the model does not
+  apply to (the scope gate of :mod:`medres.models.scope`, shared with the
+  review app), so a folder of CT slices costs header reads, not decodes;
 - ``prepare(image, card)``: the decoded image -> the model's input array,
   with exactly the preprocessing the model was trained with;
 - ``predict(model, inputs)``: a batch of inputs -> per-image outputs.
@@ -26,51 +27,31 @@ import torch
 from pydicom.dataset import Dataset
 from torch import nn
 
-from medres.errors import NoPixelDataError, UsageError
+from medres.errors import OutOfScopeDimensionalityError, UsageError
 from medres.io.image import Image
 from medres.models.card import ModelCard
-from medres.score.outcomes import (
-    NeedsSegmentationModelError,
-    NotChestError,
-    NotFrontalError,
-    NotRadiographError,
-)
+from medres.models.scope import ImageFacts, check_chest_xray_scope, header_text
 from medres.transforms.cxr import preprocess_for_model
-
-RADIOGRAPH_MODALITIES = frozenset({"CR", "DX"})
-CROSS_SECTIONAL_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
-CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX"})  # CHEST is the DICOM term; THORAX is common in practice
-FRONTAL_VIEWS = frozenset({"PA", "AP"})
-PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 @dataclass(frozen=True)
-class HeaderFacts:
-    """What the applicability decision and the output row need from a file, without its pixels."""
+class HeaderFacts(ImageFacts):
+    """The scope gate's facts plus the UIDs the output row needs, all without pixels."""
 
-    source_format: str  # dicom | png | jpeg | nifti
-    modality: str = ""
-    body_part: str = ""
-    view_position: str = ""
-    has_pixels: bool = True
-    frames: int = 1
     sop_instance_uid: str = ""
     series_instance_uid: str = ""
     study_instance_uid: str = ""
 
     @classmethod
     def from_dataset(cls, dataset: Dataset) -> HeaderFacts:
-        """The facts of a DICOM header (values normalised to stripped upper case)."""
+        """The facts of a DICOM header (values normalised to stripped upper case, UIDs as written)."""
+        scope = ImageFacts.from_dataset(dataset)
         return cls(
-            source_format="dicom",
-            modality=_text(dataset, "Modality").upper(),
-            body_part=_text(dataset, "BodyPartExamined").upper(),
-            view_position=_text(dataset, "ViewPosition").upper(),
-            has_pixels=any(keyword in dataset for keyword in PIXEL_DATA_KEYWORDS),
-            frames=_integer(dataset.get("NumberOfFrames"), 1),
-            sop_instance_uid=_text(dataset, "SOPInstanceUID"),
-            series_instance_uid=_text(dataset, "SeriesInstanceUID"),
-            study_instance_uid=_text(dataset, "StudyInstanceUID"),
+            source_format=scope.source_format, modality=scope.modality, body_part=scope.body_part,
+            view_position=scope.view_position, has_pixels=scope.has_pixels, frames=scope.frames,
+            sop_instance_uid=header_text(dataset, "SOPInstanceUID"),
+            series_instance_uid=header_text(dataset, "SeriesInstanceUID"),
+            study_instance_uid=header_text(dataset, "StudyInstanceUID"),
         )
 
 
@@ -82,31 +63,16 @@ class CxrTask:
     def check_applies(self, facts: HeaderFacts) -> None:
         """Refuse, with a skip reason, files a frontal chest X-ray model must not score.
 
-        PNG/JPEG carry no header, so they are taken as given. DICOM must be CR
-        or DX, chest (or BodyPartExamined absent: many archives leave it out),
-        one frame, and frontal where ViewPosition is given.
+        The decision is :func:`medres.models.scope.check_chest_xray_scope`, the
+        same gate the review app applies, so an image is refused for the same
+        reason (``out_of_scope_modality``, ``out_of_scope_view`` ...) everywhere.
         """
-        if facts.source_format == "nifti":
-            raise NeedsSegmentationModelError("a NIfTI volume")
-        if facts.source_format != "dicom":
-            return
-        if not facts.has_pixels:
-            raise NoPixelDataError("no pixel data (a report, plan, presentation state or DICOMDIR)")
-        if facts.modality in CROSS_SECTIONAL_MODALITIES:
-            raise NeedsSegmentationModelError(f"modality {facts.modality}")
-        if facts.modality not in RADIOGRAPH_MODALITIES:
-            raise NotRadiographError(f"modality {facts.modality or '(missing)'} is not CR or DX")
-        if facts.frames != 1:
-            raise NotRadiographError(f"{facts.frames} frames; a radiograph has one")
-        if facts.body_part and facts.body_part not in CHEST_BODY_PARTS:
-            raise NotChestError(f"BodyPartExamined is {facts.body_part}, not CHEST")
-        if facts.view_position and facts.view_position not in FRONTAL_VIEWS:
-            raise NotFrontalError(f"ViewPosition is {facts.view_position}, not PA or AP")
+        check_chest_xray_scope(facts)
 
     def prepare(self, image: Image, card: ModelCard) -> np.ndarray:
         """The model input ``(1, H, W)`` float32, through the training preprocessing."""
         if image.array.ndim != 3:
-            raise NotRadiographError(f"decoded to a {image.array.ndim - 1}D image, not a 2D radiograph")
+            raise OutOfScopeDimensionalityError(f"decoded to a {image.array.ndim - 1}D image, not a 2D radiograph")
         return preprocess_for_model(image.array, card).numpy()
 
     def predict(self, model: nn.Module, inputs: torch.Tensor) -> np.ndarray:
@@ -131,17 +97,3 @@ def task_for_card(card: ModelCard) -> CxrTask:
         )
     return TASKS[card.task]()
 
-
-def _text(dataset: Dataset, keyword: str) -> str:
-    try:
-        value = dataset.get(keyword)
-    except Exception:  # a malformed element must not decide the outcome  # noqa: BLE001
-        return ""
-    return "" if value is None else str(value).strip()
-
-
-def _integer(value: object, default: int) -> int:
-    try:
-        return int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
-        return default

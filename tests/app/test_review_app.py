@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 import types
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 
+from medres.app import views
 from medres.models import create_model, save_checkpoint
 from tests.app.conftest import messages, open_by_browsing
+from tests.conftest import dicom_test_file
 
 NOTICE = "Research use only, not for diagnosis."
 
@@ -20,7 +25,7 @@ NOTICE = "Research use only, not for diagnosis."
 def test_notice_model_card_and_browse_list(make_app) -> None:
     app = make_app().run()
     assert not app.exception
-    assert any(NOTICE in text for text in messages(app))
+    assert sum(NOTICE in text for text in messages(app)) == 1, "the research notice is shown once"
     assert app.json, "the model card is shown"
     assert app.selectbox(key="browse_choice").options == ["samples/", "scored/"]
 
@@ -46,10 +51,57 @@ def test_xray_view_scores_explains_and_reacts_to_widgets(make_app) -> None:
     assert downloads == {"Download scores (JSON)", "Download overlay (PNG)"}
 
 
+def test_probabilities_are_shown_as_numbers_with_the_threshold_explained(make_app) -> None:
+    app = open_by_browsing(make_app(), "samples/chest.png")
+    scores = app.session_state["computed"][("scores",)]
+    spec = json.loads(app.get("vega_lite_chart")[0].proto.spec)
+    marks = {layer["mark"]["type"]: layer["encoding"] for layer in spec["layer"]}
+    assert marks["text"]["text"] == {"field": "probability", "format": ".2f", "type": "quantitative"}
+    assert marks["tick"]["x"]["field"] == "threshold"
+    caption = next(caption.value for caption in app.caption if "black tick" in caption.value)
+    assert "decision threshold" in caption and "default 0.5" in caption, "untrained card: default thresholds"
+    positives = [label for label, value in scores.probabilities.items() if value >= scores.thresholds[label]]
+    calls = next(markdown.value for markdown in app.markdown if markdown.value.startswith("Positive calls"))
+    for label in positives:
+        assert f"{views.finding_name(label)} {scores.probabilities[label]:.2f}" in calls
+    options = app.selectbox(key="cam_class").options
+    assert "Pleural Thickening" in options and "Pneumothorax" in options, "full names, as a reader writes them"
+
+
+@pytest.mark.parametrize(("make_file", "reason"), [
+    (lambda folder: shutil.copy(dicom_test_file("CT_small.dcm"), folder / "ct_slice.dcm"), "out_of_scope_modality"),
+    (lambda folder: shutil.copy(dicom_test_file("JPEG2000.dcm"), folder / "nm.dcm"), "out_of_scope_modality"),
+    (lambda folder: lateral_copy(folder / "lateral.dcm"), "out_of_scope_view"),
+])
+def test_an_out_of_scope_image_shows_its_reason_and_no_scores(make_app, app_root: Path, make_file,
+                                                              reason: str) -> None:
+    target = Path(make_file(app_root / "samples"))
+    app = open_by_browsing(make_app(), f"samples/{target.name}")
+    assert not app.exception
+    errors = [element.value for element in app.error]
+    assert len(errors) == 1 and f"{reason}:" in errors[0]
+    if target.name == "ct_slice.dcm":
+        assert "segment CT/MR volumes with `medres segment`" in errors[0]
+    assert "needs_segmentation_model" not in errors[0]
+    assert not app.get("vega_lite_chart"), "no probabilities"
+    assert not [box for box in app.selectbox if box.key == "cam_class"], "no Grad-CAM controls"
+    assert len(app.image) == 1 and "Grad-CAM" not in app.image[0].proto.imgs[0].caption
+    assert ("scores",) not in app.session_state["computed"]
+    assert not app.get("download_button")
+
+
+def lateral_copy(target: Path) -> Path:
+    """The committed CR sample with ViewPosition LL: a real film whose header says lateral."""
+    dataset = pydicom.dcmread(Path(__file__).resolve().parents[2] / "sample_data" / "cr_chest_monochrome1.dcm")
+    dataset.ViewPosition = "LL"
+    dataset.save_as(target)
+    return target
+
+
 def test_scores_are_cached_per_session_and_reset_per_case(make_app) -> None:
     app = open_by_browsing(make_app(), "samples/chest.png")
     scores = app.session_state["computed"][("scores",)]
-    assert set(scores.probabilities) == set(app.selectbox(key="cam_class").options)
+    assert {views.finding_name(label) for label in scores.probabilities} == set(app.selectbox(key="cam_class").options)
     app.selectbox(key="browse_choice").set_value("samples/cr_chest_monochrome1.dcm")
     app.button(key="browse_open").click().run()
     assert app.session_state["case"].name == "samples/cr_chest_monochrome1.dcm"
@@ -100,6 +152,18 @@ def test_bad_uploads_are_refused_with_a_message(make_app, name: str, content: by
     assert "case" not in app.session_state
 
 
+def test_after_a_refused_upload_the_next_valid_file_goes_through(make_app, app_root: Path) -> None:
+    app = make_app().run()
+    app.file_uploader(key="upload").set_value(("notes.png", b"plain text", "image/png")).run()
+    assert any(element.value.startswith("not_dicom") for element in app.error)
+    assert [uploader.key for uploader in app.file_uploader] == ["upload_1"], "the refused file left the uploader"
+    assert app.file_uploader(key="upload_1").value in (None, [])
+    data = (app_root / "samples" / "chest.png").read_bytes()
+    app.file_uploader(key="upload_1").set_value(("film.png", data, "image/png")).run()
+    assert not app.exception and not app.error, "the refusal is gone once a file is accepted"
+    assert app.session_state["case"].name == "film.png"
+
+
 @pytest.mark.parametrize("typed", ["../outside.png", "samples/../../outside.png", "/etc/passwd", "link_out.png",
                                    "linked_folder/secret.png"])
 def test_paths_leaving_the_root_are_refused(make_app, app_root: Path, typed: str) -> None:
@@ -147,16 +211,41 @@ def test_volume_view_with_slices_presets_and_a_label_file(make_app, app_root: Pa
     assert not app.exception and not app.error
     assert {slider.key for slider in app.slider} >= {"slice_axial", "slice_coronal", "slice_sagittal"}
     assert len(app.image) == 3
-    app.slider(key="slice_axial").set_value(3).run()
-    assert "axial 4/" in app.image[0].proto.imgs[0].caption
+    axial = app.slider(key="slice_axial")
+    assert (axial.min, axial.max) == (1, 24) and axial.value == 13, "slices numbered from 1, as in the caption"
+    assert app.image[0].proto.imgs[0].caption == "axial 13/24"
+    axial.set_value(3).run()
+    assert app.image[0].proto.imgs[0].caption == "axial 3/24", "the slider and the caption agree"
     app.radio(key="seg_source").set_value("Label file under the root").run()
     app.text_input(key="seg_path").set_value("samples/labels.nii.gz").run()
     assert not app.exception and not app.error
     volumes = app.dataframe[0].value
     assert list(volumes["label"]) == [1, 2] and (volumes["volume_ml"] > 0).all()
     assert any("label 2" in markdown.value for markdown in app.markdown)
+    assert any(caption.value.startswith("Label names from: none found") for caption in app.caption)
     app.slider(key="seg_opacity").set_value(0.8).run()
     assert not app.exception
+
+
+def test_label_names_come_from_the_data_sets_dataset_json(make_app, app_root: Path) -> None:
+    dataset = app_root / "Task09_Phantom"
+    (dataset / "imagesTr").mkdir(parents=True)
+    (dataset / "labelsTr").mkdir()
+    shutil.copy(app_root / "samples" / "volume_oblique.nii.gz", dataset / "imagesTr" / "case_000.nii.gz")
+    write_label_like(dataset / "imagesTr" / "case_000.nii.gz", dataset / "labelsTr" / "case_000.nii.gz")
+    description = {"name": "phantom", "modality": {"0": "CT"}, "labels": {"0": "background", "1": "liver",
+                                                                         "2": "spleen"}}
+    (dataset / "dataset.json").write_text(json.dumps(description))
+    app = make_app().run()
+    app.text_input(key="browse_path").set_value("Task09_Phantom/imagesTr/case_000.nii.gz")
+    app.button(key="browse_open_path").click().run()
+    app.radio(key="seg_source").set_value("Label file under the root").run()
+    app.text_input(key="seg_path").set_value("Task09_Phantom/labelsTr/case_000.nii.gz").run()
+    assert not app.exception and not app.error
+    assert list(app.dataframe[0].value["name"]) == ["liver", "spleen"]
+    legend = next(markdown.value for markdown in app.markdown if "liver" in markdown.value)
+    assert "spleen" in legend and "label 1" not in legend
+    assert any(caption.value == "Label names from: Task09_Phantom/dataset.json" for caption in app.caption)
 
 
 def test_label_file_on_another_grid_is_refused(make_app, app_root: Path) -> None:
@@ -185,7 +274,7 @@ def seg_checkpoint(tmp_path: Path) -> Path:
     if not seg_models:
         pytest.skip("no segmentation model is registered yet")
     path = tmp_path / "seg.safetensors"
-    save_checkpoint(create_model(sorted(seg_models)[-1]), path)
+    save_checkpoint(create_model(max(seg_models)), path)
     return path
 
 
@@ -225,9 +314,10 @@ def test_worklist_filters_sorts_and_opens_a_row_with_its_heatmap(make_app) -> No
     assert not app.exception and not app.error
     app.selectbox(key="worklist_label").set_value("Effusion").run()
     table = app.dataframe[0].value
-    assert list(table["prob_Effusion"]) == [0.91, 0.12], "sorted by the class's probability, highest first"
-    app.slider(key="worklist_range").set_value((0.5, 1.0)).run()
-    assert list(app.dataframe[0].value["path"]) == ["samples/chest.png"]
+    assert len(table) == 2 and table["prob_Effusion"].is_monotonic_decreasing, "highest probability first"
+    top, bottom = table["prob_Effusion"].iloc[0], table["prob_Effusion"].iloc[1]
+    app.slider(key="worklist_range").set_value((round((top + bottom) / 2, 6), 1.0)).run()
+    assert list(app.dataframe[0].value["path"]) == [table["path"].iloc[0]], "the range filter keeps the top row"
     app.button(key="worklist_open").click().run()
     assert not app.exception and not app.error
     assert app.radio(key="mode").value == "Case"
@@ -256,7 +346,8 @@ def test_seg_model_on_demand_with_the_installed_segmentation_module(make_app, se
     app.button(key="seg_run").click().run()
     assert not app.exception and not app.error
     labels, names = app.session_state["computed"][("segmentation",)]
-    assert labels.shape == app.session_state["case"].image.spatial_shape and names[0] == "background"
+    assert labels.shape == app.session_state["case"].image.spatial_shape and names.names[0] == "background"
+    assert names.source == "the segmentation model's card"
     app.slider(key="slice_coronal").set_value(2).run()
     assert not app.exception
 
@@ -276,7 +367,7 @@ def test_case_settings_reset_when_another_case_opens(make_app) -> None:
     app.selectbox(key="browse_choice").set_value("samples/ct_series")
     app.button(key="browse_open").click().run()
     assert not app.exception and not app.error
-    assert app.slider(key="slice_axial").value == 3, "the middle slice of the newly opened 6-slice series"
+    assert app.slider(key="slice_axial").value == 4, "the middle slice (4 of 6) of the newly opened series"
     app.selectbox(key="browse_choice").set_value("samples/chest.png")
     app.button(key="browse_open").click().run()
     app.selectbox(key="cam_class").set_value("Hernia").run()

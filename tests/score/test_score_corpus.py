@@ -46,14 +46,18 @@ def test_every_file_is_accounted_for_without_traceback(mixed_folder, tiny_checkp
     expected = {
         "junk/empty.dcm": "not_dicom", "junk/notes.txt": "not_dicom", "junk/archive.zip": "not_dicom",
         "junk/truncated.dcm": "truncated", "junk/link_out.dcm": "outside_root", "junk/a_pipe": "not_a_file",
-        "synthetic/series0/image000.dcm": "not_frontal", "synthetic/series1/image001.dcm": "not_chest",
-        "pydicom/CT_small.dcm": "needs_segmentation_model", "pydicom-data/RG3_UNCR.dcm": "not_chest",
+        "synthetic/series0/image000.dcm": "out_of_scope_view",
+        "synthetic/series1/image001.dcm": "out_of_scope_body_part",
+        "pydicom/CT_small.dcm": "out_of_scope_modality", "pydicom/MR_small.dcm": "out_of_scope_modality",
+        "pydicom/JPEG-lossy.dcm": "out_of_scope_modality",  # NM: not a segmentation case either
+        "pydicom-data/RG3_UNCR.dcm": "out_of_scope_body_part",
     }
     assert {path: reasons.get(path) for path in expected} == expected
     scored_paths = {row["path"] for row in scores}
     assert {"pydicom-data/RG1_UNCR.dcm", "pydicom-data/RG1_J2KR.dcm", "png/" + "00000001_000.png"} <= scored_paths
     assert sum(path.startswith("synthetic/") for path in scored_paths) == 8
     assert all(row["outcome"] in ("skipped", "failed") and row["reason"] and row["message"] for row in errors)
+    assert all(row["outcome"] == "skipped" for row in errors if row["reason"].startswith("out_of_scope"))
     run = json.loads((out / "run.json").read_text())
     assert run["counts"]["files_found"] == len(found) and run["exit_code"] == 3
     assert run["counts"]["failed"] == sum(row["outcome"] == "failed" for row in errors) > 0
