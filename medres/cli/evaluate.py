@@ -53,7 +53,7 @@ def register_cxr(tasks: argparse._SubParsersAction) -> None:
 
 def run_cxr(args: argparse.Namespace) -> int:
     from medres.errors import UsageError
-    from medres.metrics.cxr_report import CxrEvalConfig, evaluate_cxr
+    from medres.evaluate.cxr import CxrEvalConfig, evaluate_cxr
 
     if args.n_boot < 1 or args.batch_size < 1 or args.workers < 0:
         raise UsageError("--n-boot and --batch-size must be positive and --workers at least 0")
@@ -107,7 +107,7 @@ def register_seg(tasks: argparse._SubParsersAction) -> None:
 
 def run_seg(args: argparse.Namespace) -> int:
     from medres.cli.segment import window_settings
-    from medres.segment.evaluation import SegEvalConfig, evaluate_segmentations
+    from medres.evaluate.seg import SegEvalConfig, evaluate_segmentations
 
     config = SegEvalConfig(data=str(args.data), out=str(args.out), tolerance_mm=args.tolerance_mm,
                            checkpoint=str(args.checkpoint) if args.checkpoint else None,

@@ -4,14 +4,15 @@ in millimetres)."""
 
 from __future__ import annotations
 
-from medres.metrics.classification import (
+from medres.metrics.bootstrap import (
     BootstrapInterval,
-    MetricUndefinedWarning,
     MultiLabelBootstrapInterval,
-    ReliabilityCurve,
     bootstrap_ci,
+)
+from medres.metrics.classification import (
+    MetricUndefinedWarning,
+    ReliabilityCurve,
     choose_thresholds,
-    classification_summary,
     compute_auprc,
     compute_auroc,
     expected_calibration_error,
@@ -27,6 +28,7 @@ from medres.metrics.segmentation import (
     normalized_surface_dice,
     surface_metrics,
 )
+from medres.metrics.summary import classification_summary
 
 __all__ = [
     "BootstrapInterval",

@@ -1,4 +1,4 @@
-"""Segmenting volumes with a trained 3D model: ``medres segment`` and ``medres eval seg`` live here.
+"""Segmenting volumes with a trained 3D model: ``medres segment`` lives here (``eval seg`` in :mod:`medres.evaluate`).
 
 Inference sits in this one package (not in ``medres.score``, which walks and
 batch-scores DICOM folders): :mod:`~medres.segment.inference` (sliding window,

@@ -19,7 +19,7 @@ from medres.errors import UsageError
 from medres.io import read_image
 from medres.metrics import hausdorff95_mm, normalized_surface_dice
 from medres.models import load_checkpoint
-from medres.segment.evaluation import RESEARCH_NOTICE, RunSplit, select_cases
+from medres.evaluate.seg import RESEARCH_NOTICE, RunSplit, select_cases
 
 
 @pytest.fixture(scope="module")

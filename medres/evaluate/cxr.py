@@ -16,7 +16,7 @@ Choices that matter for honest numbers:
   SHA-256 recorded by earlier reports and ``scores.csv`` tables, and a
   ``score`` run can resume against it.
 - ``metrics.json`` is the single source: ``report.md`` is rendered from the
-  same dict (:mod:`medres.metrics.cxr_outputs`), so the two cannot disagree;
+  same dict (:mod:`medres.evaluate.cxr_report`), so the two cannot disagree;
   every output is written to a temporary file and renamed into place.
 """
 
@@ -28,7 +28,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +40,29 @@ from torch import nn
 from tqdm import tqdm
 
 from medres import __version__ as MEDRES_VERSION
-from medres.data.chestxray14 import LABELS, SEXES, VIEWS, ChestXray14Index, load_chestxray14
+from medres.data.chestxray14 import (
+    LABELS,
+    SEXES,
+    VIEWS,
+    ChestXray14Index,
+    load_chestxray14,
+)
 from medres.data.cxr_dataset import CxrDataset, StoredImageCache, table_fingerprint
 from medres.data.synthetic import README_NAME as SYNTHETIC_README
 from medres.errors import UnknownLabelError, UsageError
-from medres.metrics.classification import (
-    MetricUndefinedWarning, choose_thresholds, classification_summary, expected_calibration_error,
-    per_label_metrics,
+from medres.evaluate.cxr_report import (
+    CALIBRATED_CHECKPOINT_NAME,
+    SplitPredictions,
+    make_output_folder,
+    published_comparison,
+    write_report_files,
 )
-from medres.metrics.cxr_outputs import (
-    CALIBRATED_CHECKPOINT_NAME, make_output_folder, published_comparison, write_report_files,
+from medres.metrics import (
+    MetricUndefinedWarning,
+    choose_thresholds,
+    classification_summary,
+    expected_calibration_error,
+    per_label_metrics,
 )
 from medres.models import ModelCard, checkpoint_sha256, load_checkpoint, save_checkpoint
 from medres.models.checkpoint import RESERVED_METADATA_KEYS
@@ -103,22 +116,6 @@ class CxrEvalConfig:
     split_seed: int | None = None
     bootstrap_seed: int = 0
     progress: bool = True
-
-
-@dataclass(frozen=True)
-class SplitPredictions:
-    """Probabilities and 0/1 targets of one split, row-aligned with ``table`` (index rows)."""
-
-    split: str
-    table: pd.DataFrame
-    probabilities: np.ndarray
-    targets: np.ndarray
-    n_dropped: int = 0
-
-    def select(self, mask: np.ndarray) -> SplitPredictions:
-        """The rows where ``mask`` is True, e.g. to evaluate a subgroup."""
-        return replace(self, table=self.table[mask].reset_index(drop=True),
-                       probabilities=self.probabilities[mask], targets=self.targets[mask])
 
 
 def evaluate_cxr(config: CxrEvalConfig) -> dict[str, Any]:

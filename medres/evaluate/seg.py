@@ -39,7 +39,13 @@ from tqdm import tqdm
 
 from medres.atomic import write_text_atomically
 from medres.data.synthetic import README_NAME as SYNTHETIC_README
-from medres.data.volumes import VolumeCase, check_case_geometry, label_volume, load_volume_dataset, read_case
+from medres.data.volumes import (
+    VolumeCase,
+    check_case_geometry,
+    label_volume,
+    load_volume_dataset,
+    read_case,
+)
 from medres.errors import EmptyInputError, NotFoundError, UsageError
 from medres.io import Image, read_image
 from medres.metrics import dice, hausdorff95_mm, normalized_surface_dice

@@ -18,10 +18,8 @@ from sklearn.metrics import roc_auc_score
 from medres.data.chestxray14 import LABELS, load_chestxray14
 from medres.data.synthetic import make_chestxray14
 from medres.errors import UsageError
-from medres.metrics import MetricUndefinedWarning, choose_thresholds
-from medres.metrics.cxr_outputs import load_published_auroc, render_report
-from medres.metrics import cxr_report
-from medres.metrics.cxr_report import (
+from medres.evaluate import cxr as cxr_report
+from medres.evaluate.cxr import (
     CxrEvalConfig,
     SplitPredictions,
     calibrated_card,
@@ -34,7 +32,15 @@ from medres.metrics.cxr_report import (
     subgroup_masks,
     write_calibrated_checkpoint,
 )
-from medres.models import checkpoint_sha256, create_model, load_checkpoint, read_card, save_checkpoint
+from medres.evaluate.cxr_report import load_published_auroc, render_report
+from medres.metrics import MetricUndefinedWarning, choose_thresholds
+from medres.models import (
+    checkpoint_sha256,
+    create_model,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+)
 
 N_BOOT = 30
 
@@ -215,7 +221,7 @@ def test_reliability_png_has_a_pooled_row_and_a_grid_row_per_four_labels(n_label
     """Pooled panel on top (420 px), then 300 px per row of four label panels; a label with no positives draws."""
     from PIL import Image as PILImage
 
-    from medres.metrics.cxr_plots import reliability_png
+    from medres.evaluate.plots import reliability_png
 
     rng = np.random.default_rng(0)
     truth = (rng.random((200, n_labels)) < 0.2).astype(np.int8)

@@ -2,7 +2,7 @@
 
 Outputs: ``report.md``, ``metrics.json``, ``predictions.csv``, ``roc_curves.png``
 and ``reliability.png`` (and ``calibrated.safetensors``, written by
-:mod:`medres.metrics.cxr_report` before these), each written to a temporary file in the same folder,
+:mod:`medres.evaluate.cxr` before these), each written to a temporary file in the same folder,
 fsynced and renamed into place, so a reader never sees half a report.
 :func:`render_report` reads only the JSON-safe metrics dict that is also
 written to ``metrics.json``, so every number in ``report.md`` can be traced to
@@ -16,19 +16,18 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medres import atomic
 from medres.errors import UsageError
-from medres.metrics.cxr_plots import reliability_png, roc_curves_png
-
-if TYPE_CHECKING:
-    from medres.metrics.cxr_report import SplitPredictions
+from medres.evaluate.plots import reliability_png, roc_curves_png
 
 PUBLISHED_FILE = "published_auroc.csv"
 PUBLISHED_TITLES: dict[str, str] = {
@@ -53,9 +52,25 @@ SPLIT_CAVEAT = (
 )
 
 
+@dataclass(frozen=True)
+class SplitPredictions:
+    """Probabilities and 0/1 targets of one split, row-aligned with ``table`` (index rows)."""
+
+    split: str
+    table: pd.DataFrame
+    probabilities: np.ndarray
+    targets: np.ndarray
+    n_dropped: int = 0
+
+    def select(self, mask: np.ndarray) -> SplitPredictions:
+        """The rows where ``mask`` is True, e.g. to evaluate a subgroup."""
+        return replace(self, table=self.table[mask].reset_index(drop=True),
+                       probabilities=self.probabilities[mask], targets=self.targets[mask])
+
+
 @cache
 def _published_text() -> str:
-    return resources.files("medres.metrics").joinpath(PUBLISHED_FILE).read_text(encoding="utf-8")
+    return resources.files("medres.evaluate").joinpath(PUBLISHED_FILE).read_text(encoding="utf-8")
 
 
 def load_published_auroc() -> tuple[pd.DataFrame, dict[str, str]]:
