@@ -12,7 +12,7 @@ saying the section was skipped. On CUDA:
    ``--workers`` processes, already started) alone, in images/s, divided by the medres loop's images/s:
    >= 1 means the loader keeps up with the GPU (measured apart, so it is an upper bound).
 3. Sliding-window segmentation of a 512x512x300 float volume already on the GPU by ``resunet3d``
-   (untrained, 96^3 windows): ``medres.segment.inference.sliding_window_logits`` (4 windows per batch,
+   (untrained, 96^3 windows): ``medres.inference.sliding_window_logits`` (4 windows per batch,
    overlap 0.5, Gaussian blending, auto precision) versus ``monai.inferers.sliding_window_inference`` with its
    defaults (batch 1, overlap 0.25, constant blending, fp32) on the same model; seconds, speed-up,
    peak GPU memory (``torch.cuda.max_memory_allocated``).
@@ -40,12 +40,11 @@ from torch.utils.data import DataLoader
 
 from medres.data.chestxray14 import load_chestxray14
 from medres.data.cxr_dataset import CxrDataset, prepare_cxr_cache
-from medres.data.synthetic import make_chestxray14
+from medres.synthetic.chestxray14 import make_chestxray14
+from medres.inference import sliding_window_logits
 from medres.models import create_model
-from medres.segment.inference import sliding_window_logits
+from medres.runtime import DistributedContext, resolve_precision
 from medres.train import loop
-from medres.train.distributed import DistributedContext
-from medres.train.loop import resolve_precision
 from medres.transforms.cxr import Augmentation, CxrInputTransform
 
 CXR_MODEL = "chexnet_densenet121"
@@ -79,7 +78,7 @@ def training_rates(model: nn.Module, device: torch.device, precision: str, sizes
     batches = list(zip(inputs.contiguous(memory_format=torch.channels_last).split(sizes.batch),
                        targets.split(sizes.batch)))
     config = loop.TrainConfig(epochs=1, batch_size=sizes.batch, precision=precision, channels_last=True, progress=False)
-    dtype = loop.resolve_precision(device, precision)
+    dtype = resolve_precision(device, precision)
 
     def bare_loop() -> None:
         model.train()

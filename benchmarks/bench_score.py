@@ -41,13 +41,13 @@ from PIL import Image as PILImage
 from pydicom.uid import JPEG2000Lossless
 from torch.utils.flop_counter import FlopCounterMode
 
-from medres.data.dicom_writer import projection_dataset, write_dicom
-from medres.data.synthetic import make_chestxray14
+from medres.synthetic.chestxray14 import make_chestxray14
+from medres.synthetic.dicom import projection_dataset, write_dicom
 from medres.io import read_image
 from medres.models import create_model, load_checkpoint, save_checkpoint
+from medres.runtime import autocast_context, resolve_precision
 from medres.score import ScoreConfig, score_folder
 from medres.score.reduced import decode_reduced_if_j2k
-from medres.train.loop import autocast_context, resolve_precision
 from medres.transforms.cxr import preprocess_for_model
 
 MODEL = "chexnet_densenet121"

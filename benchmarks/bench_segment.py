@@ -6,7 +6,7 @@ Speed: model ``resunet3d`` (untrained, seed 0; weights do not change the
 time), 96^3 windows, a synthetic abdominal CT phantom on the given grid.
 Reference: ``monai.inferers.sliding_window_inference`` with its defaults
 (``sw_batch_size=1``, ``overlap=0.25``, constant blending, fp32). medres:
-``medres.segment.inference.sliding_window_logits`` as ``medres segment`` runs
+``medres.inference.sliding_window_logits`` as ``medres segment`` runs
 it (4 windows per batch, ``overlap=0.5``, Gaussian blending, bf16 autocast in
 the channels-last layout where the CPU supports bf16), plus the same in fp32,
 and MONAI at batch 1 in fp32 with medres's overlap and blending (the same
@@ -48,22 +48,19 @@ from monai.inferers import sliding_window_inference
 from timing import time_alternating
 
 from medres.cli.main import main as medres_cli
-from medres.data.phantoms import (
+from medres.synthetic.phantoms import (
     PHANTOM_LABELS,
     make_ct_phantoms,
     random_anatomy,
     voxel_centres_ras,
 )
 from medres.data.volumes import load_volume_dataset
+from medres.inference import sliding_window_logits
 from medres.io import read_image
 from medres.metrics import dice
 from medres.models import create_model, load_checkpoint
-from medres.segment.inference import (
-    probabilities_to_labels,
-    segment_image,
-    sliding_window_logits,
-)
-from medres.train.loop import resolve_precision
+from medres.runtime import resolve_precision
+from medres.segment.labels import probabilities_to_labels, segment_image
 from medres.train.segmentation import default_seg_loop
 from medres.transforms.volume import normalize_intensities, prepare_volume
 

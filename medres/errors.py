@@ -1,9 +1,12 @@
-"""Typed errors with stable reason codes.
+"""Typed errors with stable reason codes: every one medres raises, in one place.
 
 Every failure a user can cause (a bad file, a wrong option, an unsafe
 checkpoint) raises a subclass of :class:`MedresError`. The ``reason`` is a
 short, stable code that batch jobs write to their error tables and tests match
-on; the message names the file and says what to do about it.
+on; the message names the file and says what to do about it. Each code is
+declared once, here (``tests/test_errors.py`` holds the codes unique and every
+raised error declared in this module), as pydicom keeps its errors in one
+``errors.py``.
 """
 
 from __future__ import annotations
@@ -43,9 +46,38 @@ def library_message(error: BaseException, limit: int = 300) -> str:
     return " ".join(str(error).split())[:limit] or type(error).__name__
 
 
+# --- Inputs and usage: what the command line or the API was given -------------------------------
+
+
 class NotFoundError(MedresError):
     reason = "not_found"
     default_message = "no such file or folder"
+
+
+class UsageError(MedresError):
+    reason = "usage"
+    default_message = "invalid arguments"
+
+
+class EmptyInputError(MedresError):
+    reason = "empty_input"
+    default_message = "the input holds no file to work on"
+
+
+class InputMovedError(MedresError):
+    reason = "input_moved"
+    default_message = (
+        "the folder that was scored is no longer where the run recorded it; "
+        "move it back or pass its new place"
+    )
+
+
+class UnsafePathError(MedresError):
+    reason = "unsafe_path"
+    default_message = "the path leaves the configured root folder; only files under the root are opened"
+
+
+# --- Reading images (medres.io) -----------------------------------------------------------------
 
 
 class NotDicomError(MedresError):
@@ -100,14 +132,28 @@ class InconsistentGeometryError(MedresError):
     default_message = "slice geometry is inconsistent (orientation, size or a sheared stack)"
 
 
+class GeometryMismatchError(MedresError):
+    reason = "geometry_mismatch"
+    default_message = "an image and its label (or prediction) do not share one voxel grid; resample one onto the other"
+
+
+class LabelGeometryError(GeometryMismatchError):
+    """A label volume opened in the review app that is not on the open image's grid (``geometry_mismatch``)."""
+
+    default_message = "the label volume is not on the image's voxel grid; resample it onto the image first"
+
+
+# --- Models and checkpoints (medres.models) -----------------------------------------------------
+
+
 class UnsafeCheckpointError(MedresError):
     reason = "unsafe_checkpoint"
     default_message = "only .safetensors checkpoints are loaded; pickles are never unpickled"
 
 
-class UsageError(MedresError):
-    reason = "usage"
-    default_message = "invalid arguments"
+class NotSafetensorsError(MedresError):
+    reason = "not_safetensors"
+    default_message = "not a .safetensors checkpoint (no safetensors header); give the file `medres train` wrote"
 
 
 class UnknownModelError(MedresError):
@@ -125,42 +171,7 @@ class InvalidModelCardError(MedresError):
     default_message = "the model card is missing or malformed"
 
 
-class DatasetLayoutError(MedresError):
-    reason = "dataset_layout"
-    default_message = "the folder is not laid out as the data set's publisher distributes it"
-
-
-class UnknownLabelError(MedresError):
-    reason = "unknown_label"
-    default_message = "a finding label is not one of the data set's labels"
-
-
-class PatientLeakageError(MedresError):
-    reason = "patient_leakage"
-    default_message = "a patient appears in more than one split, so evaluation would be optimistic"
-
-
-class GeometryMismatchError(MedresError):
-    reason = "geometry_mismatch"
-    default_message = "an image and its label (or prediction) do not share one voxel grid; resample one onto the other"
-
-
-class NotSafetensorsError(MedresError):
-    reason = "not_safetensors"
-    default_message = "not a .safetensors checkpoint (no safetensors header); give the file `medres train` wrote"
-
-
-class EmptyInputError(MedresError):
-    reason = "empty_input"
-    default_message = "the input holds no file to work on"
-
-
-class InputMovedError(MedresError):
-    reason = "input_moved"
-    default_message = (
-        "the folder that was scored is no longer where the run recorded it; "
-        "move it back or pass its new place"
-    )
+# --- The scope gate (medres.models.scope): images a model was not trained on --------------------
 
 
 class OutOfScopeError(MedresError):
@@ -188,3 +199,88 @@ class OutOfScopeViewError(OutOfScopeError):
 class OutOfScopeDimensionalityError(OutOfScopeError):
     reason = "out_of_scope_dimensionality"
     default_message = "not a single 2D image (a volume or a multi-frame object); the chest X-ray model does not apply"
+
+
+# --- Data sets (medres.data) ----------------------------------------------------------------------
+
+
+class DatasetLayoutError(MedresError):
+    reason = "dataset_layout"
+    default_message = "the folder is not laid out as the data set's publisher distributes it"
+
+
+class UnknownLabelError(MedresError):
+    reason = "unknown_label"
+    default_message = "a finding label is not one of the data set's labels"
+
+
+class PatientLeakageError(MedresError):
+    reason = "patient_leakage"
+    default_message = "a patient appears in more than one split, so evaluation would be optimistic"
+
+
+# --- Training (medres.train) ----------------------------------------------------------------------
+
+
+class NonFiniteLossError(MedresError):
+    reason = "non_finite_loss"
+    default_message = "the training loss became NaN or infinite; lower the learning rate or check the data"
+
+
+# --- Batch scoring (medres.score): what can happen to one file of the input folder ----------------
+
+
+class NotApplicableError(MedresError):
+    """Base of the reasons a readable file is not given to the model (outcome ``skipped``)."""
+
+    reason = "not_applicable"
+    default_message = "the model does not apply to this file"
+
+
+class OutsideRootError(NotApplicableError):
+    reason = "outside_root"
+    default_message = "a symbolic link that leads outside the input folder; it is not followed"
+
+
+class LinkedFolderError(NotApplicableError):
+    reason = "linked_folder"
+    default_message = "a symbolic link to a folder inside the input folder; its files are scored under their own path"
+
+
+class NotRegularFileError(NotApplicableError):
+    reason = "not_a_file"
+    default_message = "not a regular file (a device, pipe or socket); it is not opened"
+
+
+class WorkerCrashedError(MedresError):
+    reason = "worker_crashed"
+    default_message = (
+        "decoding this file crashed its worker process (a decoder bug or a malicious file); "
+        "the other files were not affected"
+    )
+
+
+class ChangedDuringRunError(MedresError):
+    reason = "changed_during_run"
+    default_message = "the file changed (size or modification time) while the run was in progress; run again"
+
+
+class UnreadableFolderError(MedresError):
+    reason = "unreadable"
+    default_message = "the folder cannot be listed (permissions?); its files were not seen"
+
+
+class InternalError(MedresError):
+    reason = "internal_error"
+    default_message = "an unexpected error while processing this file; please report it"
+
+
+# --- The review app (medres.app) ------------------------------------------------------------------
+
+
+class SegmentationUnavailableError(MedresError):
+    reason = "segmentation_unavailable"
+    default_message = (
+        "segmentation support is not installed yet (no medres.segment); "
+        "open a label NIfTI in the image's geometry instead"
+    )

@@ -50,7 +50,7 @@ WORK.mkdir(exist_ok=True)
 
 # %%
 from medres.data.chestxray14 import load_chestxray14
-from medres.data.synthetic import make_chestxray14
+from medres.synthetic.chestxray14 import make_chestxray14
 
 DATA = make_chestxray14(WORK / "chestxray14", n_images=400, seed=0, image_size=64)
 index = load_chestxray14(DATA)
@@ -117,7 +117,7 @@ per_label[["auroc", "auprc"]].astype(float).round(3)
 # and `run.json`.
 
 # %%
-from medres.data.dicom_writer import radiograph_from_png
+from medres.synthetic.dicom import radiograph_from_png
 
 EXPORT = WORK / "pacs_export"
 test_rows = index.table[index.table["split"] == "test"].head(6)
@@ -141,17 +141,15 @@ scores[["path", "modality", "view", "prob_Effusion", "call_Effusion", "prob_Card
 # brightness is the model's probability for the class, so a weak finding shows as a faint map.
 
 # %%
-import torch
-
 from medres.explain import explain
+from medres.inference import predict_batch
 from medres.models import load_checkpoint
 from medres.transforms.cxr import preprocess_for_model
 
 model = load_checkpoint(CHECKPOINT)
 image = read_image(next(EXPORT.rglob("*.dcm")))
 inputs = preprocess_for_model(image.array, model.card)[None]  # (1, 1, H, W)
-with torch.no_grad():
-    probabilities = torch.sigmoid(model(inputs))[0]
+probabilities = predict_batch(model, inputs)[0]  # as `medres score` computes them
 label = model.card.labels[int(probabilities.argmax())]
 result = explain(model, inputs, targets=[label], method="gradcam")
 overlay = result.on_original(0, image.spatial_shape)[0]  # on the radiograph's own pixels

@@ -50,7 +50,7 @@ WORK.mkdir(exist_ok=True)
 # is stored as a DICOM series folder instead of a NIfTI file.
 
 # %%
-from medres.data.phantoms import make_ct_phantoms
+from medres.synthetic.phantoms import make_ct_phantoms
 
 TRAIN = make_ct_phantoms(WORK / "phantoms_train", n_cases=6, seed=0)
 HELD_OUT = make_ct_phantoms(WORK / "phantoms_held_out", n_cases=2, seed=1)

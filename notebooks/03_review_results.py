@@ -136,9 +136,9 @@ import shutil
 import torch
 
 from medres.cli.main import main
-from medres.data.dicom_writer import radiograph_from_png
-from medres.data.synthetic import make_chestxray14
 from medres.models import create_model, save_checkpoint
+from medres.synthetic.chestxray14 import make_chestxray14
+from medres.synthetic.dicom import radiograph_from_png
 
 torch.manual_seed(0)
 CHECKPOINT = save_checkpoint(create_model("chexnet_tiny", input_size=(64, 64)),

@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image as PILImage
 
-from medres.data.dicom_writer import projection_dataset, write_ct_series, write_dicom
+from medres.synthetic.dicom import projection_dataset, write_ct_series, write_dicom
 
 SEED = 20261128
 OBLIQUE_DEGREES = 20.0

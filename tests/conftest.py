@@ -52,7 +52,7 @@ def sample_data() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_cxr_2k(tmp_path_factory) -> Path:
     """2,000 synthetic NIH-layout chest X-rays at 128 px (generated once per test run)."""
-    from medres.data.synthetic import make_chestxray14
+    from medres.synthetic.chestxray14 import make_chestxray14
 
     root = tmp_path_factory.mktemp("synthetic_cxr_2k")
     make_chestxray14(root, 2000, seed=0, image_size=128)
@@ -77,3 +77,56 @@ def trained_cxr_run(synthetic_cxr_2k, tmp_path_factory) -> Path:
                  "--model", "chexnet_tiny", "--epochs", "12", "--batch-size", "16", "--lr", "2e-3",
                  "--patience", "3"]) == 0
     return run
+
+
+# ---------------------------------------------------------------- CT phantoms and the one trained resunet3d_tiny
+# Shared by tests/segmentation and tests/evaluate (the `eval seg` tests against MedPy and MONAI): session fixtures
+# defined once here, so the model is trained once per run whichever of those folders are collected.
+
+SEG_TRAIN_CASES, SEG_HELD_OUT_CASES = 12, 4
+SEG_TRAINING_ARGS = [
+    "--model", "resunet3d_tiny", "--patch", "48", "48", "32", "--epochs", "32", "--patches-per-epoch", "60",
+    "--lr", "2e-3", "--mirror-axes", "--patience", "100", "--no-progress",
+]
+"""A few CPU minutes: no mirroring (the phantoms' liver and spleen differ by side as well as by HU)."""
+
+
+@pytest.fixture(scope="session")
+def phantom_training_set(tmp_path_factory) -> Path:
+    """12 CT phantoms (RAS, LPS, permuted, flipped, oblique NIfTIs and one DICOM series), MSD layout."""
+    from medres.synthetic.phantoms import make_ct_phantoms
+
+    return make_ct_phantoms(tmp_path_factory.mktemp("phantoms_train"), SEG_TRAIN_CASES, seed=11)
+
+
+@pytest.fixture(scope="session")
+def phantom_held_out_set(tmp_path_factory) -> Path:
+    """4 more phantoms from another seed (the last one a DICOM series), never seen in training."""
+    from medres.synthetic.phantoms import make_ct_phantoms
+
+    return make_ct_phantoms(tmp_path_factory.mktemp("phantoms_held_out"), SEG_HELD_OUT_CASES, seed=23)
+
+
+@pytest.fixture(scope="session")
+def trained_seg_run(phantom_training_set: Path, tmp_path_factory) -> Path:
+    """``medres train seg`` on the training phantoms; returns the run folder."""
+    import csv
+    import time
+
+    from medres.cli.main import main
+
+    run_dir = tmp_path_factory.mktemp("seg_run")
+    started = time.perf_counter()
+    code = main(["train", "seg", "--data", str(phantom_training_set), "--out", str(run_dir), *SEG_TRAINING_ARGS])
+    assert code == 0
+    with open(run_dir / "metrics.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    best = max(float(row["score"]) for row in rows)
+    print(f"\nresunet3d_tiny: {len(rows)} epochs in {time.perf_counter() - started:.0f} s, "
+          f"best validation mean Dice {best:.3f}")
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(trained_seg_run: Path) -> Path:
+    return trained_seg_run / "best.safetensors"

@@ -18,6 +18,7 @@ def run_bench(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_smoke_run_on_cpu_prints_the_whole_section():
     result = run_bench("--device", "cpu", "--smoke")
     assert result.returncode == 0, result.stderr[-3000:]

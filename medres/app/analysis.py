@@ -24,6 +24,7 @@ from torch import nn
 
 from medres.errors import MedresError, UsageError
 from medres.explain import explain
+from medres.inference import predict_batch
 from medres.io import Image
 from medres.models import checkpoint_sha256, load_checkpoint
 from medres.models.card import ModelCard
@@ -96,11 +97,10 @@ def model_input(image: Image, card: ModelCard) -> torch.Tensor:
 
 
 def score_xray(loaded: LoadedModel, image: Image) -> XrayScores:
-    """Sigmoid probabilities of every label for one radiograph."""
+    """Probabilities of every label for one radiograph (:func:`medres.inference.predict_batch`, as ``score``)."""
     inputs = model_input(image, loaded.card)
-    with loaded.lock, torch.no_grad():
-        logits = loaded.model.eval()(inputs)
-    values = torch.sigmoid(logits.float())[0].tolist()
+    with loaded.lock:
+        values = predict_batch(loaded.model.eval(), inputs)[0].tolist()
     return XrayScores(dict(zip(loaded.card.labels, values)), dict(loaded.card.thresholds))
 
 

@@ -3,7 +3,9 @@
 Browsing is confined to one root folder. A requested path is refused, with a
 message, when it is absolute, contains ``..``, or resolves (through any
 symbolic link) to somewhere outside the root, so no crafted path or link can
-make the app read a file the operator did not expose.
+make the app read a file the operator did not expose. The check is
+:func:`medres.paths.resolve_under_root`, the same containment rule that keeps
+``medres score``'s walk inside its input folder.
 
 Uploads are checked by content (``detect_format``), not by name, held to a
 size limit, and written to a private temporary folder (mode 0700) owned by
@@ -19,18 +21,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from medres.errors import MedresError, NotDicomError, NotFoundError, TooLargeError
+from medres.errors import NotDicomError, NotFoundError, TooLargeError, UnsafePathError
 from medres.io.detect import detect_format
+from medres.paths import is_within_root, resolve_under_root
 
 DEFAULT_UPLOAD_LIMIT_BYTES = 200 * 1024 * 1024
 VIEWABLE_FORMATS = ("dicom", "nifti", "png", "jpeg")
 MAX_LISTED = 500
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class UnsafePathError(MedresError):
-    reason = "unsafe_path"
-    default_message = "the path leaves the configured root folder; only files under the root are opened"
 
 
 @dataclass(frozen=True)
@@ -46,30 +44,6 @@ class Entry:
     name: str
     relative: str
     is_dir: bool
-
-
-def resolve_under_root(root: str | os.PathLike[str], relative: str) -> Path:
-    """The real path of ``relative`` inside ``root``, or an error saying why it is refused.
-
-    Raises:
-        UnsafePathError: ``relative`` is absolute, has a ``..`` part, or resolves
-            (following symbolic links) outside the root.
-    """
-    text = str(relative).strip().replace("\\", "/")
-    if "\x00" in text:
-        raise UnsafePathError("the path contains a NUL character", path=repr(text))
-    if text.startswith("/") or re.match(r"^[A-Za-z]:", text) or os.path.isabs(text):
-        raise UnsafePathError("absolute paths are not accepted; give a path relative to the root", path=text)
-    if ".." in PurePosixPath(text).parts:
-        raise UnsafePathError("'..' is not accepted in paths", path=text)
-    real_root = Path(root).resolve()
-    try:
-        candidate = (real_root / text).resolve()
-    except (OSError, RuntimeError) as error:  # a link loop, a name too long
-        raise UnsafePathError(f"the path cannot be resolved ({error})", path=text) from None
-    if candidate != real_root and real_root not in candidate.parents:
-        raise UnsafePathError("the path (or a link in it) points outside the root", path=text)
-    return candidate
 
 
 def resolve_case_path(root: str | os.PathLike[str], relative: str) -> Path:
@@ -92,8 +66,7 @@ def resolve_case_path(root: str | os.PathLike[str], relative: str) -> Path:
     if path.is_dir():
         real_root = Path(root).resolve()
         for child in path.iterdir():
-            target = child.resolve()
-            if target != real_root and real_root not in target.parents:
+            if not is_within_root(child, real_root):
                 raise UnsafePathError(f"{child.name} in the folder links outside the root", path=relative)
     return path
 

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medres.errors import MedresError
+from medres.errors import LabelGeometryError, SegmentationUnavailableError
 from medres.io import Image
+from medres.metrics.volumes import volume_ml
 
 AFFINE_TOLERANCE_MM = 1e-3
 SEGMENT_MODULE = "medres.segment"
@@ -38,19 +39,6 @@ SEGMENT_FUNCTIONS: tuple[str, ...] = ("segment_image", "segment_volume", "segmen
 ProgressCallback = Callable[[float], None]
 SEGMENT_SUMMARY_NAME = "volumes.json"  # medres.segment.pipeline.VOLUMES_NAME, read without importing segment
 DATASET_DESCRIPTION_NAME = "dataset.json"
-
-
-class LabelGeometryError(MedresError):
-    reason = "geometry_mismatch"
-    default_message = "the label volume is not on the image's voxel grid; resample it onto the image first"
-
-
-class SegmentationUnavailableError(MedresError):
-    reason = "segmentation_unavailable"
-    default_message = (
-        "segmentation support is not installed yet (no medres.segment); "
-        "open a label NIfTI in the image's geometry instead"
-    )
 
 
 def check_same_grid(image: Image, label: Image) -> np.ndarray:
@@ -69,15 +57,23 @@ def check_same_grid(image: Image, label: Image) -> np.ndarray:
     return np.round(values).astype(np.int32)
 
 
-def label_volumes(labels: np.ndarray, spacing: Sequence[float], names: Mapping[int, str]) -> pd.DataFrame:
-    """Voxel count and volume in millilitres (mm^3 / 1000) of each non-zero label present."""
-    voxel_ml = float(np.prod([float(step) for step in spacing[:3]])) / 1000.0
+def label_volumes(labels: np.ndarray, affine: np.ndarray, names: Mapping[int, str]) -> pd.DataFrame:
+    """Voxel count and volume in millilitres of each non-zero label present.
+
+    The volume is :func:`medres.metrics.volumes.volume_ml`, the same number
+    ``medres segment`` writes into ``volumes.json``.
+
+    Args:
+        labels: Integer labels on the image's grid.
+        affine: That grid's voxel-to-millimetre affine (the image's ``affine``).
+        names: The name of each label value.
+    """
     values, counts = np.unique(labels[labels > 0], return_counts=True)
     return pd.DataFrame({
         "label": [int(value) for value in values],
         "name": [names.get(int(value), f"label {int(value)}") for value in values],
         "voxels": [int(count) for count in counts],
-        "volume_ml": [round(int(count) * voxel_ml, 3) for count in counts],
+        "volume_ml": [volume_ml(count, affine) for count in counts],
     })
 
 

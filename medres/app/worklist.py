@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from medres.app.files import UnsafePathError, resolve_under_root
-from medres.errors import NotFoundError
+from medres.app.files import resolve_under_root
+from medres.errors import NotFoundError, UnsafePathError
 from medres.score import folder as score_folder
 from medres.score.folder import CALL_PREFIX, PROBABILITY_PREFIX, ScoreFolder
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from medres.cli.inputs import require_checkpoint, require_folder
 from medres.errors import NotFoundError, UsageError
 
-APP_RELATIVE_PATH = Path("apps") / "review.py"
+APP_RELATIVE_PATH = Path("app") / "review.py"  # inside the medres package
 STOP_TIMEOUT_S = 10
 TASK_DESCRIPTIONS = {"cxr": "chest X-ray classifier", "seg": "segmentation model", "vol": "volume classifier"}
 
@@ -32,17 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def app_script() -> Path:
-    """``apps/review.py``, found next to the package (source checkout or editable install).
+    """The review app's Streamlit page, ``medres/app/review.py``: it ships inside the package.
 
     Raises:
-        NotFoundError: The app script is not there (e.g. a wheel without ``apps/``).
+        NotFoundError: The file is missing from the installed package (a broken install).
     """
-    candidates = [Path(__file__).resolve().parents[2] / APP_RELATIVE_PATH, Path.cwd() / APP_RELATIVE_PATH]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise NotFoundError(f"the review app script is missing (looked for {', '.join(map(str, candidates))}); "
-                        "run from a source checkout of medres")
+    script = Path(__file__).resolve().parents[1] / APP_RELATIVE_PATH
+    if not script.is_file():
+        raise NotFoundError(f"the review app's page is missing from the installed medres ({script}); "
+                            "reinstall medres")
+    return script
 
 
 def streamlit_command(args: argparse.Namespace) -> list[str]:

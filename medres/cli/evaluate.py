@@ -30,8 +30,10 @@ def register_cxr(tasks: argparse._SubParsersAction) -> None:
         "patient-level bootstrap CIs, thresholds chosen on the val split, calibration, subgroups by sex/age/view, "
         "and published AUROCs side by side. Writes report.md, metrics.json, roc_curves.png, reliability.png, "
         "predictions.csv and calibrated.safetensors (the same weights, with the val-split thresholds in its card: "
-        "score with this file) to --out. The evaluated checkpoint is only read, never changed. The split settings "
-        "are read from config.json next to the checkpoint when present.")
+        "score with this file) to --out. When the split has images boxed in BBox_List_2017.csv, also Grad-CAM "
+        "localisation (pointing game, IoBB, confidence drop; localisation.csv, localisation_gallery.png). The "
+        "evaluated checkpoint is only read, never changed. The split settings are read from config.json next to "
+        "the checkpoint when present.")
     cxr.add_argument("--checkpoint", type=Path, required=True, help="a .safetensors checkpoint (e.g. best.safetensors)")
     cxr.add_argument("--data", type=Path, required=True, help="ChestX-ray14 folder (NIH layout)")
     cxr.add_argument("--split", choices=("train", "val", "test"), default="test",
@@ -47,6 +49,11 @@ def register_cxr(tasks: argparse._SubParsersAction) -> None:
     cxr.add_argument("--val-fraction", type=float, help="override the training run's val fraction")
     cxr.add_argument("--split-seed", type=int, help="override the training run's split seed")
     cxr.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    cxr.add_argument("--localisation", action=argparse.BooleanOptionalAction, default=None,
+                     help="Grad-CAM against BBox_List_2017.csv: pointing game, IoBB, confidence drop per label, "
+                     "a gallery (default: on when the evaluated split has boxed images)")
+    cxr.add_argument("--cam-method", choices=("gradcam", "gradcam++"), default="gradcam",
+                     help="map method for --localisation (default: %(default)s)")
     cxr.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     cxr.set_defaults(handler=run_cxr)
 
@@ -61,7 +68,8 @@ def run_cxr(args: argparse.Namespace) -> int:
         checkpoint=str(args.checkpoint), data=str(args.data), out=str(args.out), split=args.split,
         cache=str(args.cache) if args.cache else None, n_boot=args.n_boot, batch_size=args.batch_size,
         workers=args.workers, precision=args.precision, write_calibrated=args.write_calibrated,
-        val_fraction=args.val_fraction, split_seed=args.split_seed, bootstrap_seed=args.seed, progress=args.progress)
+        val_fraction=args.val_fraction, split_seed=args.split_seed, bootstrap_seed=args.seed, progress=args.progress,
+        localisation=args.localisation, cam_method=args.cam_method)
     metrics = evaluate_cxr(config)
     summary, setup = metrics["summary"], metrics["setup"]
     low, high = summary["mean_auroc_ci"]
@@ -76,8 +84,20 @@ def run_cxr(args: argparse.Namespace) -> int:
         print(f"score with it: medres score DICOM_FOLDER --checkpoint {calibrated['path']} --out SCORES_FOLDER")
     else:
         print("calibrated checkpoint not written (--no-calibrated-checkpoint)")
+    print_localisation(metrics["localisation"])
     print(f"report: {args.out / 'report.md'}")
     return 0
+
+
+def print_localisation(localisation: dict) -> None:
+    """One line: the pointing game beside its centre baseline, or why localisation was not measured."""
+    if not localisation["measured"]:
+        print(f"localisation not measured: {localisation['reason']}")
+        return
+    overall = localisation["overall"]
+    print(f"localisation ({localisation['method']}): pointing game {overall['pointing_game']:.3f} "
+          f"(centre baseline {overall['centre_baseline']:.3f}), mean IoBB {overall['mean_iobb']:.3f} "
+          f"over {overall['n_boxes']} boxes")
 
 
 def register_seg(tasks: argparse._SubParsersAction) -> None:
@@ -107,7 +127,7 @@ def register_seg(tasks: argparse._SubParsersAction) -> None:
 
 def run_seg(args: argparse.Namespace) -> int:
     from medres.cli.segment import window_settings
-    from medres.evaluate.seg import SegEvalConfig, evaluate_segmentations
+    from medres.evaluate.seg import SegEvalConfig, evaluate_segmentations, label_summary_lines
 
     config = SegEvalConfig(data=str(args.data), out=str(args.out), tolerance_mm=args.tolerance_mm,
                            checkpoint=str(args.checkpoint) if args.checkpoint else None,
@@ -118,8 +138,8 @@ def run_seg(args: argparse.Namespace) -> int:
     if results["synthetic"]:
         print(f"SYNTHETIC DATA: {results['synthetic']}")
     print(results["selection"]["note"])
-    for name, values in results["per_label"].items():
-        print(f"{name}: Dice {values['dice']['mean']:.4f} ({values['cases']} cases)")
+    for line in label_summary_lines(results):
+        print(line)
     print(f"mean Dice {results['mean_dice']:.4f}; report: {args.out / 'report.md'}")
     return 0
 

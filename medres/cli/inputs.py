@@ -31,6 +31,7 @@ INPUT_ARGUMENTS: dict[tuple[str, ...], dict[str, str]] = {
     ("demo",): {},
     ("eval", "cxr"): {"checkpoint": CHECKPOINT, "data": FOLDER, "cache": FOLDER},
     ("eval", "seg"): {"checkpoint": CHECKPOINT, "predictions": FOLDER, "data": FOLDER, "split_file": FILE},
+    ("import-weights",): {"file": FILE},
     ("info",): {"path": IMAGE},
     ("prepare", "cxr"): {"data": FOLDER},
     ("score",): {"checkpoint": CHECKPOINT, "input_dir": FOLDER},
@@ -60,7 +61,7 @@ def check_inputs(command: tuple[str, ...], args: argparse.Namespace) -> None:
 
 def option_name(destination: str) -> str:
     """How the user typed the argument: ``--seg-checkpoint`` for ``seg_checkpoint``, ``PATH`` for ``path``."""
-    return destination.upper() if destination in ("path", "input", "input_dir") else "--" + destination.replace("_", "-")
+    return destination.upper() if destination in ("path", "input", "input_dir", "file") else "--" + destination.replace("_", "-")
 
 
 def require_folder(path: Path, option: str) -> None:

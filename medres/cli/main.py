@@ -20,11 +20,11 @@ import traceback
 from collections.abc import Sequence
 
 from medres import __version__
-from medres.cli import app, demo, evaluate, info, prepare, score, segment, train
+from medres.cli import app, demo, evaluate, import_weights, info, prepare, score, segment, train
 from medres.cli.inputs import check_inputs
 from medres.errors import MedresError
 
-SUBCOMMAND_MODULES = (app, demo, evaluate, info, prepare, score, segment, train)
+SUBCOMMAND_MODULES = (app, demo, evaluate, import_weights, info, prepare, score, segment, train)
 
 EXIT_OK = 0
 EXIT_INTERNAL_ERROR = 1

@@ -198,7 +198,7 @@ def _keep_images_on_disk(listed: pd.DataFrame, root: Path) -> tuple[pd.DataFrame
 
 def read_data_entries(root: Path) -> tuple[pd.DataFrame, str]:
     """Read the Data_Entry CSV (v2020 preferred) into typed columns plus the 14 label columns."""
-    for file_name, version in LABEL_FILES:
+    for file_name, version in LABEL_FILES:  # noqa: B007 (the pair the loop stops at is returned below)
         csv_path = root / file_name
         if csv_path.is_file():
             break

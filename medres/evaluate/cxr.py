@@ -40,6 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from medres import __version__ as MEDRES_VERSION
+from medres.data import SYNTHETIC_README
 from medres.data.chestxray14 import (
     LABELS,
     SEXES,
@@ -48,7 +49,6 @@ from medres.data.chestxray14 import (
     load_chestxray14,
 )
 from medres.data.cxr_dataset import CxrDataset, StoredImageCache, table_fingerprint
-from medres.data.synthetic import README_NAME as SYNTHETIC_README
 from medres.errors import UnknownLabelError, UsageError
 from medres.evaluate.cxr_report import (
     CALIBRATED_CHECKPOINT_NAME,
@@ -57,6 +57,8 @@ from medres.evaluate.cxr_report import (
     published_comparison,
     write_report_files,
 )
+from medres.evaluate.localisation import LocalisationSettings, localisation_skip_reason, measure_localisation
+from medres.inference import predict_dataset
 from medres.metrics import (
     MetricUndefinedWarning,
     choose_thresholds,
@@ -66,7 +68,6 @@ from medres.metrics import (
 )
 from medres.models import ModelCard, checkpoint_sha256, load_checkpoint, save_checkpoint
 from medres.models.checkpoint import RESERVED_METADATA_KEYS
-from medres.train.cxr import predict_probabilities
 from medres.transforms.cxr import CxrInputTransform, stored_size
 
 LOGGER = logging.getLogger(__name__)
@@ -100,6 +101,9 @@ class CxrEvalConfig:
         split_seed: Override of the training run's split seed (None: config.json, else 0).
         bootstrap_seed: Seed of the bootstrap draws.
         progress: Show tqdm progress bars.
+        localisation: Grad-CAM against the split's boxes (:mod:`medres.evaluate.localisation`): True
+            (impossible is an error), False (off) or None (on when the split has boxed images).
+        cam_method: ``gradcam`` or ``gradcam++``.
     """
 
     checkpoint: str
@@ -116,6 +120,8 @@ class CxrEvalConfig:
     split_seed: int | None = None
     bootstrap_seed: int = 0
     progress: bool = True
+    localisation: bool | None = None
+    cam_method: str = "gradcam"
 
 
 def evaluate_cxr(config: CxrEvalConfig) -> dict[str, Any]:
@@ -136,10 +142,14 @@ def evaluate_cxr(config: CxrEvalConfig) -> dict[str, Any]:
     make_output_folder(out)  # fail before minutes of prediction, not after
     val_fraction, split_seed, settings_source = resolve_split_settings(config)
     index = load_chestxray14(config.data, val_fraction=val_fraction, seed=split_seed)
+    localisation = LocalisationSettings(config.localisation, config.cam_method, config.batch_size, config.progress)
+    no_localisation_because = localisation_skip_reason(index, config.split, model.card, localisation)
     cache = StoredImageCache(config.cache) if config.cache else None
     evaluated = predict_split(model, index, config.split, cache, config)
     val = evaluated if config.split == "val" else predict_split(model, index, "val", cache, config)
     metrics = evaluate_predictions(evaluated, val, model.card.labels, config.n_boot, config.bootstrap_seed)
+    located = measure_localisation(model, index, evaluated.table, config.split, localisation, no_localisation_because)
+    metrics["localisation"] = located.summary
     card = calibrated_card(model.card, metrics["thresholds"]["per_label"], table_fingerprint(val.table), sha256_read)
     calibrated = {"path": None, "sha256": None, "written": False, "thresholds": card.thresholds}
     if config.write_calibrated:
@@ -150,7 +160,7 @@ def evaluate_cxr(config: CxrEvalConfig) -> dict[str, Any]:
     metrics["setup"]["checkpoint"]["sha256"] = sha256_read
     metrics["setup"]["calibrated_checkpoint"] = calibrated
     metrics = json_safe(metrics)
-    write_report_files(out, metrics, evaluated, val)
+    write_report_files(out, metrics, evaluated, val, located.files)
     return metrics
 
 
@@ -223,8 +233,8 @@ def predict_split(model: nn.Module, index: ChestXray14Index, split: str, cache: 
                        n_listed - len(table), split)
     dataset = CxrDataset(table, CxrInputTransform(model.card), cache, stored_size(model.card))
     with _progress_bar(model, len(dataset), f"predicting {split}", config.progress):
-        probabilities, targets = predict_probabilities(model, dataset, config.batch_size, config.workers,
-                                                       config.precision)
+        probabilities, targets = predict_dataset(model, dataset, config.batch_size, config.workers,
+                                                 config.precision)
     columns = label_columns(model.card.labels)
     return SplitPredictions(split, table, probabilities.astype(np.float64), targets[:, columns].astype(np.int8),
                             n_dropped=n_listed - len(table))

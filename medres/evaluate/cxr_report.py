@@ -1,8 +1,10 @@
 """What ``medres eval cxr`` writes, and the published AUROCs its report is compared with.
 
 Outputs: ``report.md``, ``metrics.json``, ``predictions.csv``, ``roc_curves.png``
-and ``reliability.png`` (and ``calibrated.safetensors``, written by
-:mod:`medres.evaluate.cxr` before these), each written to a temporary file in the same folder,
+and ``reliability.png``, with Grad-CAM localisation ``localisation.csv`` and
+``localisation_gallery.png`` (from :mod:`medres.evaluate.localisation`), and
+``calibrated.safetensors`` (written by :mod:`medres.evaluate.cxr` before these),
+each written to a temporary file in the same folder,
 fsynced and renamed into place, so a reader never sees half a report.
 :func:`render_report` reads only the JSON-safe metrics dict that is also
 written to ``metrics.json``, so every number in ``report.md`` can be traced to
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
@@ -27,6 +29,7 @@ import pandas as pd
 
 from medres import atomic
 from medres.errors import UsageError
+from medres.evaluate.localisation import TURNED_OFF
 from medres.evaluate.plots import reliability_png, roc_curves_png
 
 PUBLISHED_FILE = "published_auroc.csv"
@@ -111,8 +114,12 @@ def make_output_folder(out: Path) -> None:
 
 
 def write_report_files(out: Path, metrics: dict[str, Any], evaluated: SplitPredictions,
-                       val: SplitPredictions) -> None:
-    """report.md, metrics.json, predictions.csv and the two PNGs, each written atomically."""
+                       val: SplitPredictions, extra_files: Mapping[str, bytes] | None = None) -> None:
+    """report.md, metrics.json, predictions.csv, the two PNGs and ``extra_files``, each written atomically.
+
+    ``extra_files`` (name -> content, e.g. the localisation table and gallery)
+    are written before report.md, which refers to them.
+    """
     make_output_folder(out)
     labels = list(metrics["summary"]["per_label"])
     title = f"{evaluated.split} split" + (" - SYNTHETIC DATA" if metrics["setup"]["data"]["synthetic"] else "")
@@ -124,6 +131,7 @@ def write_report_files(out: Path, metrics: dict[str, Any], evaluated: SplitPredi
         .to_csv(index=False).encode(),
         "roc_curves.png": roc_curves_png(evaluated.targets, evaluated.probabilities, labels, aurocs, title),
         "reliability.png": reliability_png(evaluated.targets, evaluated.probabilities, labels, n_bins, title),
+        **(extra_files or {}),
         "report.md": render_report(metrics).encode(),
     }
     for name, content in files.items():
@@ -161,6 +169,7 @@ def render_report(metrics: dict[str, Any]) -> str:
         _thresholds_section(metrics),
         _calibration_section(metrics),
         _subgroup_section(metrics),
+        _localisation_section(metrics),
         _published_section(metrics),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
@@ -185,6 +194,9 @@ def _setup_section(metrics: dict[str, Any]) -> str:
            if evaluated["n_dropped_not_in_cache"] else ""),
         f"- Intervals: {round(summary['confidence'] * 100)} % {summary['ci_method']}, seed {setup['bootstrap_seed']}",
     ]
+    localisation = metrics.get("localisation") or {}
+    if not localisation.get("measured", True) and localisation.get("reason") != TURNED_OFF:
+        lines.append(f"- Localisation (Grad-CAM against NIH's boxes): not measured: {localisation['reason']}.")
     return "## Setup\n\n" + "\n".join(lines)
 
 
@@ -276,6 +288,53 @@ def _subgroup_section(metrics: dict[str, Any]) -> str:
         "Per-label AUROC by subgroup:",
         _table(["Label", *names], per_label_rows),
     ])
+
+
+def _localisation_section(metrics: dict[str, Any]) -> str:
+    """Pointing game, IoBB, centre baseline and confidence drops per label and overall, with box counts."""
+    localisation = metrics.get("localisation") or {}
+    if not localisation.get("measured"):
+        return ""
+    settings, overall = localisation["settings"], localisation["overall"]
+    tolerance_low, tolerance_high = settings["pointing_tolerance_px"]
+    tolerance = (f"{_number(tolerance_low, 1)} px" if tolerance_low == tolerance_high
+                 else f"{_number(tolerance_low, 1)}-{_number(tolerance_high, 1)} px")
+    percent = f"{round(settings['top_fraction'] * 100)} %"
+    lines = [
+        "## Localisation (Grad-CAM)",
+        f"{localisation['method']} maps of the `{localisation['split']}` split's {overall['n_boxes']} boxed findings "
+        f"on {overall['n_images']} images ({localisation['box_file']}), each map explaining its boxed label and "
+        "measured on the radiograph's own pixel grid. Every boxed positive counts, whatever the model's probability.",
+        "\n".join([
+            f"- Pointing game: a hit when the map's maximum lies in the box grown by "
+            f"{settings['pointing_tolerance_rule']}: {tolerance} here. Centre baseline: the same game for a map that "
+            "peaks at the image centre; a hit rate means only what it adds to it.",
+            f"- IoBB: the share of the map's top {percent} pixels that lie inside the box (Wang et al. 2017).",
+            f"- Confidence drop: the probability of the boxed label minus its probability after the top {percent} "
+            f"map region (at the model's input size) is replaced by the image mean, against a random {percent} "
+            f"region (seed {settings['random_region_seed']}).",
+            f"- {localisation['label_spelling_note']}",
+        ]),
+    ]
+    skipped = localisation["n_boxes_skipped"]
+    if skipped["label_not_predicted"] or skipped["unreadable_image"]:
+        lines.append(f"Left out: {skipped['label_not_predicted']} boxes of labels the model does not predict, "
+                     f"{skipped['unreadable_image']} on images that could not be read.")
+    header = ["Label", "Boxes", "Images", "Pointing game", "Centre baseline", "Mean IoBB",
+              f"Drop, top {percent} CAM", f"Drop, random {percent}"]
+    rows = [_localisation_row(label, values) for label, values in localisation["per_label"].items()]
+    rows.append(_localisation_row("**All**", overall))
+    lines.append(_table(header, rows))
+    if localisation.get("gallery"):
+        lines.append(f"![Grad-CAM maps on boxed findings]({localisation['gallery']})")
+    lines.append(f"Per-box values: `{localisation['table']}`.")
+    return "\n\n".join(lines)
+
+
+def _localisation_row(name: str, values: dict[str, Any]) -> list[Any]:
+    return [name, values["n_boxes"], values["n_images"], _number(values["pointing_game"]),
+            _number(values["centre_baseline"]), _number(values["mean_iobb"]), _number(values["confidence_drop_cam"]),
+            _number(values["confidence_drop_random"])]
 
 
 def _published_section(metrics: dict[str, Any]) -> str:

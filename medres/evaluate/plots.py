@@ -1,4 +1,4 @@
-"""Figures of the chest X-ray evaluation report: ROC curves and a reliability diagram.
+"""Figures of the chest X-ray evaluation report: ROC curves, a reliability diagram, a Grad-CAM gallery.
 
 Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas
 instead of ``pyplot``: no global backend or figure registry is touched, so the
@@ -12,10 +12,13 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from sklearn.metrics import roc_curve
 
 from medres.metrics.classification import expected_calibration_error, reliability_curve
@@ -23,6 +26,34 @@ from medres.metrics.classification import expected_calibration_error, reliabilit
 PANEL_COLUMNS = 4
 FEW_PREDICTIONS = 10
 PNG_DPI = 100
+CAM_OPACITY = 0.6
+
+
+@dataclass(frozen=True)
+class GalleryPanel:
+    """One boxed finding of the localisation gallery, on its radiograph's own pixel grid.
+
+    Attributes:
+        image: ``(rows, cols)`` radiograph.
+        cam: ``(rows, cols)`` map in [0, 1] as displayed (peak brightness = probability).
+        box: ``(x, y, w, h)`` in pixels, NIH's convention (pixel ``c`` spans ``[c, c + 1)``).
+        label: The boxed (and explained) label.
+        probability: The model's probability for it.
+        hit: The pointing-game outcome.
+        iobb: Intersection over box of the map's top region.
+        peak: ``(row, col)`` of the map's maximum; None for an all-zero map (no evidence, a miss).
+        tolerance: Pointing-game tolerance in pixels (drawn as a dashed outer box).
+    """
+
+    image: np.ndarray
+    cam: np.ndarray
+    box: tuple[float, float, float, float]
+    label: str
+    probability: float
+    hit: bool
+    iobb: float
+    peak: tuple[int, int] | None
+    tolerance: float
 
 
 def roc_curves_png(
@@ -132,6 +163,46 @@ def _reliability_panel(axis, truth: np.ndarray, scores: np.ndarray, n_bins: int,
     axis.tick_params(labelsize=7)
     ece = expected_calibration_error(truth, scores, n_bins)
     axis.set_title(f"{name}  ECE {ece:.3f}  ({int(truth.sum())} pos.)", fontsize=fontsize)
+
+
+def localisation_gallery_png(panels: Sequence[GalleryPanel], title: str) -> bytes:
+    """Each boxed finding with its Grad-CAM map over it, the box, the tolerance and the map's peak.
+
+    Args:
+        panels: The findings to show, in order.
+        title: Figure title (names the split and the method).
+    """
+    n_columns = min(PANEL_COLUMNS, len(panels))
+    n_rows = math.ceil(len(panels) / n_columns)
+    figure = Figure(figsize=(3.0 * n_columns, 3.3 * n_rows + 0.4), dpi=PNG_DPI, layout="constrained")
+    axes = figure.subplots(n_rows, n_columns, squeeze=False).ravel()
+    for axis, panel in zip(axes, panels):
+        _gallery_panel(axis, panel)
+    for axis in axes[len(panels):]:
+        axis.set_visible(False)
+    figure.suptitle(f"{title}\nsolid box: NIH box; dashed: grown by the pointing tolerance; +: map peak",
+                    fontsize=10)
+    return _png_bytes(figure)
+
+
+def _gallery_panel(axis, panel: GalleryPanel) -> None:
+    low, high = np.percentile(panel.image, (1, 99))
+    axis.imshow(panel.image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), interpolation="antialiased")
+    overlay = colormaps["jet"](np.clip(panel.cam, 0.0, 1.0))
+    overlay[..., 3] = CAM_OPACITY * np.clip(panel.cam, 0.0, 1.0)  # a weak map (low probability) stays faint
+    axis.imshow(overlay, interpolation="antialiased")
+    x, y, w, h = panel.box  # imshow centres pixel c on c, NIH's boxes on c + 0.5
+    axis.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="lime", linewidth=1.5))
+    grown = panel.tolerance
+    axis.add_patch(Rectangle((x - 0.5 - grown, y - 0.5 - grown), w + 2 * grown, h + 2 * grown, fill=False,
+                             edgecolor="lime", linewidth=0.8, linestyle="--"))
+    if panel.peak is not None:
+        axis.plot(panel.peak[1], panel.peak[0], marker="+", color="white", markersize=12, markeredgewidth=2)
+    axis.set_xlim(-0.5, panel.image.shape[1] - 0.5)
+    axis.set_ylim(panel.image.shape[0] - 0.5, -0.5)
+    axis.set_axis_off()
+    outcome = "hit" if panel.hit else "miss" if panel.peak is not None else "miss (map all zero)"
+    axis.set_title(f"{panel.label}\np {panel.probability:.2f}, {outcome}, IoBB {panel.iobb:.2f}", fontsize=9)
 
 
 def _png_bytes(figure: Figure) -> bytes:

@@ -48,6 +48,7 @@ from torch import nn
 
 from medres.errors import UnknownLabelError, UsageError
 from medres.explain.geometry import FeatureGrid, feature_grid, sample_maps
+from medres.inference import output_activation
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 SCALES: tuple[str, ...] = ("probability", "reference")
@@ -69,7 +70,7 @@ class CamResult:
         display_scale: ``(B, K)`` the factor that turns a raw map into its
             normalised one (before clipping to [0, 1]).
         targets: ``(B, K)`` class indices each map explains.
-        probabilities: ``(B, n_labels)`` sigmoid of the logits.
+        probabilities: ``(B, n_labels)`` the card's output activation of the logits (a sigmoid).
         labels: Label names in output order (from the card).
         method: ``"gradcam"`` or ``"gradcam++"``.
         scale: ``"probability"`` or ``"reference"``.
@@ -139,7 +140,7 @@ def explain(
             logits = model(inputs.detach().clone().requires_grad_(True))
             activation = captured[0]
             feature_maps = _maps_for_targets(logits, activation, target_indices, method).cpu()
-    probabilities = torch.sigmoid(logits.detach().float()).cpu()
+    probabilities = output_activation(card)(logits.detach()).cpu()
     input_size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     grid = feature_grid(model, input_size)
     maps = sample_maps(feature_maps, grid, input_size, input_size)

@@ -26,6 +26,7 @@ from torch import nn
 
 from medres.errors import UsageError
 from medres.explain.gradcam import explain
+from medres.inference import output_activation
 from medres.transforms.cxr import preprocess_for_model
 
 Box = tuple[float, float, float, float]
@@ -103,7 +104,8 @@ def confidence_drop(
     the masked image keeps its overall brightness and only loses the content.
 
     Args:
-        model: The classifier that produced the maps (evaluated in eval mode).
+        model: The classifier that produced the maps (evaluated in eval mode; ``model.card`` gives its
+            output activation).
         inputs: ``(B, C, H, W)`` preprocessed images.
         maps: ``(B, K, H, W)`` maps at input resolution.
         targets: ``(B, K)`` class index of each map.
@@ -114,16 +116,17 @@ def confidence_drop(
     Returns:
         ``(B, K)`` original minus masked probability of each target class.
     """
+    activation = output_activation(model.card)
     was_training = model.training
     model.eval()
     try:
-        before = torch.sigmoid(model(inputs).float()).gather(1, targets)
+        before = activation(model(inputs)).gather(1, targets)
         drops = torch.empty(targets.shape)
         for column in range(targets.shape[1]):
             region = regions[:, column] if regions is not None else torch.from_numpy(
                 np.stack([top_region(item.numpy(), fraction) for item in maps[:, column]]))
             masked = _mask_with_mean(inputs, region)
-            after = torch.sigmoid(model(masked).float()).gather(1, targets[:, column:column + 1])[:, 0]
+            after = activation(model(masked)).gather(1, targets[:, column:column + 1])[:, 0]
             drops[:, column] = before[:, column] - after
     finally:
         model.train(was_training)

@@ -1,4 +1,10 @@
-"""One entry point for every image medres reads: :func:`read_image`."""
+"""One entry point for every image medres reads, :func:`read_image`, and the writers paired with it.
+
+A writer takes the ``Image`` that ``read_image`` returned (its affine and the
+source headers it kept), never the source path: :func:`write_labels_nifti`
+here, and the DICOM SEG writer in :mod:`medres.io.dicom_seg` (not imported
+here, so reading never loads highdicom).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,11 @@ from medres.io.budget import DEFAULT_SIZE_BUDGET
 from medres.io.detect import detect_format
 from medres.io.dicom import read_dicom_file
 from medres.io.image import Image
-from medres.io.nifti import read_nifti
+from medres.io.nifti import read_nifti, write_labels_nifti
 from medres.io.raster import read_raster
 from medres.io.series import read_dicom_series
 
-__all__ = ["Image", "read_image", "DEFAULT_SIZE_BUDGET"]
+__all__ = ["Image", "read_image", "write_labels_nifti", "DEFAULT_SIZE_BUDGET"]
 
 _READERS = {"dicom": read_dicom_file, "nifti": read_nifti, "png": read_raster, "jpeg": read_raster}
 

@@ -157,6 +157,18 @@ def decode_frames(dataset: Dataset, path, *, size_budget: int) -> np.ndarray:
     return pixels.reshape((frames, *pixels.shape[-2:]))
 
 
+def drop_pixel_data(dataset: Dataset) -> Dataset:
+    """``dataset`` without its pixel data elements (removed in place), to keep as a source header.
+
+    A writer that references a source (a DICOM SEG) needs its header, not its
+    pixels; a series' headers cost kilobytes where its pixels cost megabytes.
+    """
+    for keyword in PIXEL_DATA_TAGS:
+        if keyword in dataset:
+            delattr(dataset, keyword)
+    return dataset
+
+
 def _pixel_data_keyword(dataset: Dataset, path) -> str:
     for keyword in PIXEL_DATA_TAGS:
         if keyword in dataset:
@@ -309,4 +321,4 @@ def _number(value: Any, default: float) -> float:
         return default
 
 
-__all__ = ["read_dicom_file", "read_dicom_dataset", "decode_frames", "apply_pixel_semantics"]
+__all__ = ["read_dicom_file", "read_dicom_dataset", "decode_frames", "apply_pixel_semantics", "drop_pixel_data"]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nibabel.nifti1 import Nifti1Header
+    from pydicom.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,17 @@ class Image:
         meta: Technical metadata only (modality, photometric interpretation,
             UIDs for grouping, ...); never patient-identifying values.
         modality: DICOM modality code ("CR", "CT", ...), "OT" when unknown.
+        sources: The headers the image was read from, kept so that a writer can
+            write for this image without opening its source again (nnU-Net's
+            reader/writer pair sharing one properties dict): for a DICOM series
+            folder, every slice's dataset with its pixel data dropped, in
+            file-name order (a DICOM SEG references them); for a NIfTI file, its
+            nibabel header (the labels go back in its voxel order under its
+            qform/sform); empty for single DICOM files and PNG/JPEG. The DICOM
+            headers hold patient-identifying values, which is why they live here
+            and not in ``meta``: only the DICOM SEG writer, whose output belongs
+            to the same patient and study, reads them. Left out of ``==`` and
+            ``repr``.
     """
 
     array: np.ndarray
@@ -30,6 +45,7 @@ class Image:
     affine: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     modality: str = "OT"
+    sources: tuple[Dataset | Nifti1Header, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def is_volume(self) -> bool:

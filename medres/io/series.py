@@ -18,7 +18,7 @@ from medres.errors import InconsistentGeometryError, MixedSeriesError, NotDicomE
 from medres.io.assemble import pixel_spacing, volume_from_slices
 from medres.io.budget import check_size_budget
 from medres.io.detect import looks_like_dicom
-from medres.io.dicom import apply_pixel_semantics, decode_frames, read_dicom_dataset
+from medres.io.dicom import apply_pixel_semantics, decode_frames, drop_pixel_data, read_dicom_dataset
 from medres.io.geometry import check_same_orientation, voxel_spacing
 from medres.io.image import Image
 from medres.io.metadata import dicom_meta
@@ -49,6 +49,9 @@ def list_dicom_files(folder: Path) -> list[Path]:
 def read_dicom_series(folder: str | Path, *, size_budget: int) -> Image:
     """Read a folder holding exactly one DICOM series into a ``(1, X, Y, Z)`` RAS+ volume.
 
+    The slices' headers (pixel data dropped) stay on the image as ``sources``,
+    in file-name order, for writers that reference the series (a DICOM SEG).
+
     Raises:
         MixedSeriesError: More than one SeriesInstanceUID, or two slices at one position.
         NonUniformSpacingError: A missing slice or uneven steps, naming the gap.
@@ -75,7 +78,8 @@ def read_dicom_series(folder: str | Path, *, size_budget: int) -> Image:
     meta = dicom_meta(first) | {"source_format": "dicom_series", "geometry": "volume", "n_slices": len(slices)}
     meta.pop("sop_instance_uid", None)
     meta.pop("instance_number", None)
-    return Image(array, voxel_spacing(affine), affine, meta, str(first.get("Modality", "") or "OT"))
+    sources = tuple(drop_pixel_data(item.dataset) for item in slices)
+    return Image(array, voxel_spacing(affine), affine, meta, str(first.get("Modality", "") or "OT"), sources)
 
 
 def _read_slice(path: Path) -> SeriesSlice:

@@ -27,12 +27,17 @@ TASKS: tuple[str, ...] = ("cxr", "seg", "vol")
 DEFAULT_THRESHOLD = 0.5
 IMAGENET_GRAY_NORMALIZATION: dict[str, Any] = {"kind": "imagenet_gray", "mean": 0.449, "std": 0.226}
 """ImageNet's RGB mean/std averaged over channels, applied to a [0, 1] grayscale image."""
+TORCHXRAYVISION_NORMALIZATION: dict[str, Any] = {"kind": "torchxrayvision", "mean": 0.5, "std": 1.0 / 2048.0}
+"""torchxrayvision's convention: an 8-bit image scaled to [-1024, 1024], i.e. ``(x - 0.5) * 2048`` on [0, 1]."""
+CROPS: tuple[str, ...] = ("none", "center_square")
+"""How a radiograph is cropped before it is resized to the input size: ``none`` resizes the whole image,
+``center_square`` first keeps the largest centred square (torchxrayvision's ``XRayCenterCrop``)."""
 
 # Fields a caller may override in ``create_model(name, **overrides)``; the rest
 # (name, task, spatial_dims, gradcam_layer, architecture_revision) are fixed by the architecture.
 OVERRIDABLE_FIELDS: tuple[str, ...] = (
     "labels", "in_channels", "input_size", "spacing", "normalization", "thresholds",
-    "training_data_fingerprint", "extra",
+    "training_data_fingerprint", "extra", "crop",
 )
 
 
@@ -67,6 +72,8 @@ class ModelCard:
             then refused instead of loading and computing something else. Cards
             written before the field existed are revision 1.
         extra: Free-form data, including fields from newer card versions.
+        crop: How a 2D image is cropped before resizing (one of :data:`CROPS`). Cards
+            written before the field existed are ``"none"``: the whole image is resized.
     """
 
     name: str
@@ -83,6 +90,7 @@ class ModelCard:
     medres_version: str = MEDRES_VERSION
     architecture_revision: int = 1
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
+    crop: str = "none"
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ so JSON lists become tuples
@@ -113,6 +121,8 @@ class ModelCard:
         if not isinstance(self.architecture_revision, int) or self.architecture_revision < 1:
             raise InvalidModelCardError(f"architecture_revision must be a positive integer, got "
                                         f"{self.architecture_revision!r}")
+        if self.crop not in CROPS:
+            raise InvalidModelCardError(f"crop {self.crop!r} is not one of {', '.join(CROPS)}")
 
     def to_json(self) -> str:
         """The card as a JSON object (sorted keys, so equal cards give equal text)."""

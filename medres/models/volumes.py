@@ -49,12 +49,11 @@ def resunet3d(**overrides: Any) -> nn.Module:
     """Residual 3D U-Net: MONAI ``UNet(channels=(16..256), strides=2, num_res_units=2)``, 4.8M parameters.
 
     Why MONAI's ``UNet`` and not ``DynUNet(res_block=True)``: with the same
-    filters (16..256) and a 96^3 patch, ``DynUNet`` took 3.2 s per batch of two
-    on a 2-core CPU and ``UNet`` 0.36 s (0.19 s in bf16), because ``UNet``
-    downsamples in its first residual unit while ``DynUNet`` (nnU-Net's
-    layout) runs two full-resolution convolutions first. Inference is
-    sliding-window over whole CT volumes, so that factor is what a user
-    waits for. ``DynUNet``'s per-axis kernels and strides would suit very
+    filters (16..256) and a 96^3 patch, ``DynUNet`` is several times slower on
+    a CPU, because ``UNet`` downsamples in its first residual unit while
+    ``DynUNet`` (nnU-Net's layout) runs two full-resolution convolutions first.
+    Inference is sliding-window over whole CT volumes, so that factor is what
+    a user waits for. ``DynUNet``'s per-axis kernels and strides would suit very
     anisotropic data, but volumes are resampled to the card's spacing first.
     Instance normalisation (as nnU-Net) because batches are 2 patches.
     Input patch 96^3; volumes must be padded to multiples of 16 (sliding

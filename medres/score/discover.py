@@ -7,11 +7,12 @@ ranks (entry ``i`` goes to rank ``i % world_size``), so every rank sees the
 same sequence without exchanging lists.
 
 Links: a symbolic link whose target lies outside the input folder is never
-opened (skipped ``outside_root``), so a folder cannot trick the scorer into
-reading, say, ``/etc`` or another patient archive. Links to files inside the
-folder are scored under the link's own path; links to folders are not
-descended (their files are scored under their real path, and cycles are
-impossible). Devices, pipes and sockets are never opened (a FIFO would block).
+opened (skipped ``outside_root``; the check is :func:`medres.paths.is_within_root`,
+the review app's too), so a folder cannot trick the scorer into reading, say,
+``/etc`` or another patient archive. Links to files inside the folder are
+scored under the link's own path; links to folders are not descended (their
+files are scored under their real path, and cycles are impossible). Devices,
+pipes and sockets are never opened (a FIFO would block).
 
 Identity: a file is identified by its path relative to the input folder, its
 size and its modification time in nanoseconds, combined with the checkpoint's
@@ -30,13 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from medres.errors import MedresError
-from medres.score.outcomes import (
+from medres.errors import (
     LinkedFolderError,
+    MedresError,
     NotRegularFileError,
     OutsideRootError,
     UnreadableFolderError,
 )
+from medres.paths import is_within_root
 
 ItemT = TypeVar("ItemT")
 
@@ -103,9 +105,9 @@ def _walk(folder: str, root: str, real_root: str, excluded: str | None) -> Itera
 
 def _linked_entry(path: str, root: str, real_root: str) -> InputFile:
     """A symbolic link: followed only when its target stays inside the input folder."""
-    target = os.path.realpath(path)
-    if not _is_within(target, real_root):
+    if not is_within_root(path, real_root):
         return _walk_skip(path, root, OutsideRootError())
+    target = os.path.realpath(path)
     if os.path.isdir(target):
         return _walk_skip(path, root, LinkedFolderError())
     try:
@@ -128,10 +130,6 @@ def _walk_skip(path: str, root: str, error: MedresError) -> InputFile:
     except OSError:
         size, mtime_ns = 0, 0
     return InputFile(path, relative_path(path, root), size, mtime_ns, error)
-
-
-def _is_within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def relative_path(path: str, root: str) -> str:

@@ -1,4 +1,4 @@
-"""What can happen to one input file, as typed errors with stable reason codes.
+"""What can happen to one input file: its outcome, from the reason code of the error it met.
 
 Every file found under the input folder ends as exactly one of three outcomes:
 
@@ -19,55 +19,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from medres.errors import MedresError
-
 Outcome = Literal["scored", "skipped", "failed"]
 OUTCOMES: tuple[str, ...] = ("scored", "skipped", "failed")
-
-
-class NotApplicableError(MedresError):
-    """Base of the reasons a readable file is not given to the model (outcome ``skipped``)."""
-
-    reason = "not_applicable"
-    default_message = "the model does not apply to this file"
-
-
-class OutsideRootError(NotApplicableError):
-    reason = "outside_root"
-    default_message = "a symbolic link that leads outside the input folder; it is not followed"
-
-
-class LinkedFolderError(NotApplicableError):
-    reason = "linked_folder"
-    default_message = "a symbolic link to a folder inside the input folder; its files are scored under their own path"
-
-
-class NotRegularFileError(NotApplicableError):
-    reason = "not_a_file"
-    default_message = "not a regular file (a device, pipe or socket); it is not opened"
-
-
-class WorkerCrashedError(MedresError):
-    reason = "worker_crashed"
-    default_message = (
-        "decoding this file crashed its worker process (a decoder bug or a malicious file); "
-        "the other files were not affected"
-    )
-
-
-class ChangedDuringRunError(MedresError):
-    reason = "changed_during_run"
-    default_message = "the file changed (size or modification time) while the run was in progress; run again"
-
-
-class UnreadableFolderError(MedresError):
-    reason = "unreadable"
-    default_message = "the folder cannot be listed (permissions?); its files were not seen"
-
-
-class InternalError(MedresError):
-    reason = "internal_error"
-    default_message = "an unexpected error while processing this file; please report it"
 
 
 # Reasons that mean "the file is fine, the model just does not apply" (the scope gate's

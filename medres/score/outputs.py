@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from medres.atomic import atomic_output, fsync_directory
-from medres.score.folder import CALL_PREFIX, ERROR_COLUMNS, PROBABILITY_PREFIX, TABLE_FORMATS, table_file_name
+from medres.score.folder import CALL_PREFIX, PROBABILITY_PREFIX, table_file_name
 
 IDENTIFIER_COLUMNS: tuple[str, ...] = ("patient_id", "accession_number")
 PARQUET_CHUNK_ROWS = 10_000

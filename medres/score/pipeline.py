@@ -3,9 +3,11 @@
 The main process walks the folder (sorted, streaming) and hands each file to
 a pool of decoder processes, keeping a bounded number in flight; prepared
 inputs are gathered into batches and run through the model under autocast
-(bf16 on capable CPUs, AMP on CUDA). On a CPU the decoders and the model take
-turns, each with every core; on a GPU the decoders prepare the next batch
-while the model runs (see :func:`medres.score.setup.resolve_schedule`).
+(bf16 on capable CPUs, AMP on CUDA) by :func:`medres.inference.predict_batch`,
+the prediction function of training's validation, ``eval cxr`` and the app.
+On a CPU the decoders and the model take turns, each with every core; on a
+GPU the decoders prepare the next batch while the model runs (see
+:func:`medres.score.setup.resolve_schedule`).
 Every batch's outcomes are journaled before the next batch starts; at the end
 the tables are rebuilt from the journal (see :mod:`medres.score.journal`).
 
@@ -22,7 +24,6 @@ which is what lets a resumed or sharded run reproduce an uninterrupted one.
 from __future__ import annotations
 
 import datetime
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,17 +34,17 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from medres.errors import InternalError, WorkerCrashedError
+from medres.runtime import DistributedContext, to_channels_last
 from medres.score.discover import InputFile, count_entries, shard, walk_folder
 from medres.score.heatmaps import HeatmapWriter, heatmap_writer
 from medres.score.journal import Journal, completed_keys, journal_path
-from medres.score.outcomes import InternalError, WorkerCrashedError, outcome_of
+from medres.score.outcomes import outcome_of
 from medres.score.pool import CrashIsolatingPool, Finished
 from medres.score.privacy import quiet_libraries
 from medres.score.report import RunStats, finish_run
 from medres.score.setup import RunSetup, ScoreConfig, prepare_run
 from medres.score.worker import WorkerResult, initialize_worker, prepare_file
-from medres.train.distributed import DistributedContext
-from medres.train.loop import autocast_context
 
 BARRIER_TIMEOUT = datetime.timedelta(hours=24)  # ranks may finish their shards hours apart
 
@@ -90,10 +91,7 @@ def score_folder(config: ScoreConfig) -> ScoreSummary:
 
 def start_distributed() -> DistributedContext:
     """Join the torchrun group (with a long barrier timeout) or run as rank 0 of 1."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend, timeout=BARRIER_TIMEOUT)
-    return DistributedContext.from_environment()
+    return DistributedContext.from_environment(timeout=BARRIER_TIMEOUT)
 
 
 def score_shard(setup: RunSetup, context: DistributedContext, writer: HeatmapWriter | None = None) -> RunStats:
@@ -180,8 +178,8 @@ class Batcher:
             return
         setup, started = self.setup, time.perf_counter()
         batch = _padded_batch([item[3] for item in self.inputs], setup.config.batch_size, setup.device)
-        with torch.inference_mode(), autocast_context(setup.device, setup.config.precision):
-            probabilities = setup.task.predict(setup.model, batch)[: len(self.inputs)]
+        with torch.inference_mode():
+            probabilities = setup.task.predict(setup.model, batch, setup.config.precision)[: len(self.inputs)]
         self.stats.model_seconds += time.perf_counter() - started
         rows = [scored_row(setup, entry.relative, info, probabilities[index])
                 for index, (entry, _, info, _) in enumerate(self.inputs)]
@@ -224,7 +222,7 @@ def _padded_batch(arrays: list[np.ndarray], batch_size: int, device: torch.devic
     for index, array in enumerate(arrays):
         batch[index] = array
     tensor = torch.from_numpy(batch).to(device, non_blocking=True)
-    return tensor.contiguous(memory_format=torch.channels_last) if tensor.ndim == 4 else tensor
+    return to_channels_last(tensor)
 
 
 def _gather(stats: RunStats, context: DistributedContext) -> list[RunStats]:

@@ -4,9 +4,9 @@ JPEG 2000 stores an image as a wavelet pyramid, so a decoder can stop
 ``r`` levels early and return the image at ``1 / 2**r`` of its size for a
 fraction of the work. Preprocessing shrinks every radiograph to the card's
 stored size (256 px) anyway, so decoding a 2,000-pixel film at 500 px loses
-nothing the model could see; it is ~4x cheaper with OpenJPEG through Pillow
-(``Image.reduce``), and decoding, not the network, is what bounds scoring of
-compressed archives.
+nothing the model could see, for a fraction of the decoding work with OpenJPEG
+through Pillow (``Image.reduce``; ``benchmarks/RESULTS.md`` has the ratio), and
+decoding, not the network, is what bounds scoring of compressed archives.
 
 The reduced image is the wavelet low-pass band, not an antialiased bilinear
 resize, so scores differ slightly from full decoding (the benchmark reports

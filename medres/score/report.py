@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medres import __version__ as MEDRES_VERSION
+from medres.errors import ChangedDuringRunError
 from medres.score.discover import walk_folder
-from medres.score.folder import ERRORS_TABLE, RUN_FILE, SCORES_TABLE, input_root_record
+from medres.score.folder import ERROR_COLUMNS, ERRORS_TABLE, RUN_FILE, SCORES_TABLE, input_root_record
 from medres.score.journal import JournalIndex
-from medres.score.outcomes import OUTCOMES, ChangedDuringRunError
+from medres.score.outcomes import OUTCOMES
 from medres.score.setup import RunSetup
 from medres.score.outputs import (
-    ERROR_COLUMNS,
     TableWriter,
     remove_stale_temporaries,
     score_columns,

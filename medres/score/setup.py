@@ -25,14 +25,13 @@ from medres.errors import EmptyInputError, NotFoundError, UsageError
 from medres.io.budget import DEFAULT_SIZE_BUDGET
 from medres.models import checkpoint_sha256, load_checkpoint, read_card
 from medres.models.card import ModelCard
+from medres.runtime import PRECISIONS, model_to_channels_last, precision_name
 from medres.score.discover import walk_folder
-from medres.score.outputs import TABLE_FORMATS
+from medres.score.folder import TABLE_FORMATS
 from medres.score.privacy import key_fingerprint, load_or_create_key
 from medres.score.tasks import CxrTask, task_for_card
 from medres.score.worker import WorkerSettings
-from medres.train.loop import resolve_precision
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 START_METHODS: tuple[str, ...] = ("fork", "forkserver", "spawn")
 SCHEDULES: tuple[str, ...] = ("auto", "alternate", "overlap")
 
@@ -150,11 +149,10 @@ def prepare_run(config: ScoreConfig, device: torch.device) -> RunSetup:
     card = read_card(config.checkpoint)  # refuses pickles and zips before anything is parsed
     task = task_for_card(card)
     model = load_checkpoint(config.checkpoint, map_location=device)
-    model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout, bf16 above all
+    model = model_to_channels_last(model)  # oneDNN's fast layout, bf16 above all
     sha256 = checkpoint_sha256(config.checkpoint)
     key = load_or_create_key(out_dir, config.pseudonym_key)
-    dtype = resolve_precision(device, config.precision)
-    precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+    precision = precision_name(device, config.precision)
     fingerprint = run_fingerprint(sha256, key, config, precision)
     settings = WorkerSettings(task=task.name, card_json=card.to_json(), pseudonym_key=key,
                               keep_identifiers=config.keep_identifiers, size_budget=config.size_budget,

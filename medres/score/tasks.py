@@ -9,7 +9,7 @@ task supplies three things:
   review app), so a folder of CT slices costs header reads, not decodes;
 - ``prepare(image, card)``: the decoded image -> the model's input array,
   with exactly the preprocessing the model was trained with;
-- ``predict(model, inputs)``: a batch of inputs -> per-image outputs.
+- ``predict(model, inputs, precision)``: a batch of inputs -> per-image outputs.
 
 Only the chest X-ray task (``"cxr"`` cards) is implemented. A segmentation
 task plugs in here: its ``check_applies`` accepts CT/MR, and the walk's
@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 from torch import nn
 
 from medres.errors import OutOfScopeDimensionalityError, UsageError
+from medres.inference import predict_batch
 from medres.io.image import Image
 from medres.models.card import ModelCard
 from medres.models.scope import ImageFacts, check_chest_xray_scope, header_text
@@ -75,9 +76,9 @@ class CxrTask:
             raise OutOfScopeDimensionalityError(f"decoded to a {image.array.ndim - 1}D image, not a 2D radiograph")
         return preprocess_for_model(image.array, card).numpy()
 
-    def predict(self, model: nn.Module, inputs: torch.Tensor) -> np.ndarray:
-        """Per-label probabilities ``(B, n_labels)`` (sigmoid of the logits, in float32)."""
-        return torch.sigmoid(model(inputs).float()).cpu().numpy()
+    def predict(self, model: nn.Module, inputs: torch.Tensor, precision: str = "fp32") -> np.ndarray:
+        """Per-label probabilities ``(B, n_labels)``: :func:`medres.inference.predict_batch`, as everywhere."""
+        return predict_batch(model, inputs, precision)
 
 
 TASKS = {"cxr": CxrTask}

@@ -24,14 +24,13 @@ import numpy as np
 import torch
 from pydicom.dataset import Dataset
 
-from medres.errors import MedresError, NotDicomError, NotFoundError, library_message
+from medres.errors import InternalError, MedresError, NotDicomError, NotFoundError, library_message
 from medres.io import read_image
 from medres.io.assemble import image_from_frames
 from medres.io.detect import detect_format
 from medres.io.dicom import apply_pixel_semantics, decode_frames, read_dicom_dataset
 from medres.io.image import Image
 from medres.models.card import ModelCard
-from medres.score.outcomes import InternalError
 from medres.score.privacy import identifying_values, pseudonym, redact, redacted_message, silence_process
 from medres.score.tasks import TASKS, HeaderFacts
 

@@ -1,15 +1,16 @@
 """Segmenting volumes with a trained 3D model: ``medres segment`` lives here (``eval seg`` in :mod:`medres.evaluate`).
 
-Inference sits in this one package (not in ``medres.score``, which walks and
-batch-scores DICOM folders): :mod:`~medres.segment.inference` (sliding window,
-TTA, precision, memory fallback), :mod:`~medres.segment.outputs` (NIfTI on the
-input grid, DICOM SEG, volumes), :mod:`~medres.segment.pipeline` (one input ->
-output folder) and :mod:`~medres.segment.evaluation` (Dice, HD95, NSD reports).
+The orchestration of one input: :mod:`~medres.segment.labels` (one volume ->
+labels on its own grid, on top of :mod:`medres.inference`'s sliding window,
+TTA and memory fallback), :mod:`~medres.segment.outputs` (NIfTI on the input
+grid, DICOM SEG, volumes) and :mod:`~medres.segment.pipeline` (one input ->
+output folder). Batch scoring of DICOM folders is :mod:`medres.score`.
 """
 
 from __future__ import annotations
 
-from medres.segment.inference import SegmentationResult, SlidingWindowSettings, segment_image
+from medres.inference import SlidingWindowSettings
+from medres.segment.labels import SegmentationResult, segment_image
 from medres.segment.pipeline import SegmentConfig, SegmentOutputs, segment_to_folder
 
 __all__ = [

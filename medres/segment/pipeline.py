@@ -16,10 +16,13 @@ from torch import nn
 from tqdm import tqdm
 
 from medres.errors import EmptyInputError, NotFoundError, UsageError
+from medres.inference import SlidingWindowSettings
 from medres.io import Image, read_image
+from medres.io.dicom_seg import write_dicom_seg
+from medres.io.nifti import write_labels_nifti
+from medres.metrics.volumes import label_volumes_ml
 from medres.models import ModelCard, load_checkpoint
-from medres.segment.inference import SegmentationResult, SlidingWindowSettings, segment_image
-from medres.segment.outputs import label_volumes_ml, write_dicom_seg, write_labels_nifti
+from medres.segment.labels import SegmentationResult, segment_image
 
 NIFTI_NAME, DICOM_SEG_NAME, VOLUMES_NAME = "segmentation.nii.gz", "segmentation.dcm", "volumes.json"
 
@@ -99,13 +102,15 @@ def segment_to_folder(config: SegmentConfig, model: nn.Module | None = None) -> 
 
 def write_outputs(result: SegmentationResult, image: Image, source: Path, out: Path, card: ModelCard,
                   config: SegmentConfig) -> SegmentOutputs:
-    """Write the NIfTI, the optional DICOM SEG and ``volumes.json`` for one segmented input."""
+    """Write the NIfTI, the optional DICOM SEG and ``volumes.json`` for one segmented input.
+
+    The writers take the ``image`` that was read (its affine and source headers), never the source path.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    source_nifti = source if image.meta.get("source_format") == "nifti" else None
-    nifti = write_labels_nifti(result.labels, result.affine, out / NIFTI_NAME, source_nifti)
-    dicom_seg = write_dicom_seg(result.labels, result.affine, source, out / DICOM_SEG_NAME, card) \
-        if config.dicom_seg else None
-    volumes = label_volumes_ml(result.labels, result.affine, result.label_names)
+    nifti = write_labels_nifti(result.labels, image, out / NIFTI_NAME)
+    dicom_seg = write_dicom_seg(result.labels, image, out / DICOM_SEG_NAME, label_names=card.labels,
+                                algorithm_name=card.name) if config.dicom_seg else None
+    volumes = label_volumes_ml(result.labels, image.affine, result.label_names)
     summary = {"input": source.name, "model": card.name, "label_names": list(result.label_names),
                "label_volumes_ml": volumes,
                "voxel_spacing_mm": list(image.spacing), "settings": asdict(config.window), "notes": result.notes}

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from medres.data.chestxray14 import LABELS, ChestXray14Index, load_chestxray14
 from medres.data.cxr_dataset import CxrDataset, StoredImageCache, table_fingerprint
 from medres.errors import UsageError
+from medres.inference import predict_dataset
 from medres.metrics import per_label_metrics
 from medres.models import create_model, load_weights
-from medres.train.distributed import is_main_process
-from medres.train.loop import TrainConfig, autocast_context, fit, seed_everything
+from medres.runtime import is_main_process
+from medres.train.loop import TrainConfig, fit, seed_everything
 from medres.transforms.cxr import DEFAULT_STORED_SIZE, Augmentation, CxrInputTransform
 
 LOGGER = logging.getLogger(__name__)
@@ -89,26 +89,11 @@ def bce_loss(labels: torch.Tensor, class_weighted: bool) -> nn.Module:
     return nn.BCEWithLogitsLoss(pos_weight=(len(labels) - positives) / positives)
 
 
-@torch.no_grad()
-def predict_probabilities(model: nn.Module, dataset, batch_size: int = 64, workers: int = 0,
-                          precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid probabilities and targets for every item of ``dataset``, in order."""
-    model.eval()
-    device = next(model.parameters()).device
-    probabilities, targets = [], []
-    for inputs, labels in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-        with autocast_context(device, precision):
-            logits = model(inputs.to(device))
-        probabilities.append(torch.sigmoid(logits.float()).cpu().numpy())
-        targets.append(labels.numpy())
-    return np.concatenate(probabilities), np.concatenate(targets)
-
-
 def make_validator(val: CxrDataset, loss: nn.Module, config: TrainConfig):
     """Validation: BCE loss (drives the LR plateau) and mean AUROC (selects the best model)."""
     def validate(model: nn.Module) -> dict[str, float]:
-        probabilities, targets = predict_probabilities(model, val, max(config.batch_size, 32), config.workers,
-                                                       config.precision)
+        probabilities, targets = predict_dataset(model, val, max(config.batch_size, 32), config.workers,
+                                                 config.precision)
         logits = torch.logit(torch.from_numpy(probabilities).clamp(1e-7, 1 - 1e-7))
         val_loss = float(nn.functional.binary_cross_entropy_with_logits(
             logits, torch.from_numpy(targets), pos_weight=getattr(loss, "pos_weight", None)))

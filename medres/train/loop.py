@@ -13,7 +13,6 @@ augmentation, learning rate and step count as an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -29,17 +28,13 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from medres.atomic import atomic_output
-from medres.errors import MedresError, UsageError
+from medres.errors import NonFiniteLossError, UsageError
 from medres.models.checkpoint import save_checkpoint
-from medres.train.distributed import DistributedContext, channels_last_format, unwrap
+from medres.runtime import DistributedContext, autocast_context, resolve_precision, to_channels_last, unwrap
 from medres.train.state import load_training_state, save_training_state
 
-STATE_FILE, LAST_FILE, BEST_FILE, METRICS_FILE = "state.safetensors", "last.safetensors", "best.safetensors", "metrics.csv"
-
-
-class NonFiniteLossError(MedresError):
-    reason = "non_finite_loss"
-    default_message = "the training loss became NaN or infinite; lower the learning rate or check the data"
+STATE_FILE, LAST_FILE, BEST_FILE = "state.safetensors", "last.safetensors", "best.safetensors"
+METRICS_FILE = "metrics.csv"
 
 
 @dataclass
@@ -106,24 +101,6 @@ class EpochSampler(Sampler[int]):
         return max(0, math.ceil(self.n_items / self.world_size) - self.start)
 
 
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision: bf16 on CPUs that support it, bf16/fp16 on CUDA; fp32 is a no-op."""
-    dtype = resolve_precision(device, precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def resolve_precision(device: torch.device, precision: str) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                     config: TrainConfig, progress: Progress, context: DistributedContext,
                     on_step: Callable[[], None] | None = None, scaler: Any = None) -> float:
@@ -166,9 +143,7 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
 
 def _to_device(inputs: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     inputs = inputs.to(device, non_blocking=True)
-    if channels_last and inputs.ndim in (4, 5):
-        inputs = inputs.contiguous(memory_format=channels_last_format(inputs.ndim))
-    return inputs
+    return to_channels_last(inputs) if channels_last else inputs
 
 
 def fit(model: nn.Module, train_dataset: Any, validate: Callable[[nn.Module], dict[str, float]],
@@ -192,7 +167,8 @@ def fit(model: nn.Module, train_dataset: Any, validate: Callable[[nn.Module], di
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=tuple(config.betas),
                                  weight_decay=config.weight_decay)
     scheduler = make_scheduler(optimizer, config)
-    scaler = torch.amp.GradScaler("cuda") if resolve_precision(context.device, config.precision) == torch.float16 else None
+    fp16 = resolve_precision(context.device, config.precision) == torch.float16
+    scaler = torch.amp.GradScaler("cuda") if fp16 else None
     progress = Progress()
     state_path = run_dir / STATE_FILE
     if resume and state_path.is_file():

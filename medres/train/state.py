@@ -22,7 +22,7 @@ from torch import nn
 
 from medres.errors import CorruptError
 from medres.models.checkpoint import write_safetensors_atomically
-from medres.train.distributed import unwrap
+from medres.runtime import unwrap
 
 STATE_FORMAT = "medres-training-state-v1"
 

@@ -2,10 +2,12 @@
 
 Two stages, so that every source gives the same tensors:
 
-1. ``to_stored(image, size)``: any decoded radiograph (DICOM display values,
-   8- or 16-bit PNG) -> min-max scaled, resized with antialiasing to
-   ``size x size``, quantised to uint8. This is what the preprocessing cache
-   stores, and what the PNG loader, batch scoring and the app compute on the fly.
+1. ``to_stored(image, size, crop)``: any decoded radiograph (DICOM display
+   values, 8- or 16-bit PNG) -> min-max scaled, cropped as the card says
+   (nothing, or the centred square torchxrayvision's models expect), resized
+   with antialiasing to ``size x size``, quantised to uint8. This is what the
+   preprocessing cache stores, and what the PNG loader, batch scoring and the
+   app compute on the fly.
 2. ``CxrInputTransform(card)``: uint8 ``(S, S)`` -> float in [0, 1] -> resized to
    the card's input size -> normalised as the card says, with optional
    training augmentation (flip, small rotation/scale) seeded per sample.
@@ -23,22 +25,55 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import ScaleIntensity
 
-from medres.models.card import ModelCard
+from medres.errors import InvalidModelCardError
+from medres.models.card import CROPS, ModelCard
 
 DEFAULT_STORED_SIZE = 256
 _scale_to_unit = ScaleIntensity(minv=0.0, maxv=1.0)
 
 
-def to_stored(array: np.ndarray, size: int) -> np.ndarray:
+def to_stored(array: np.ndarray, size: int, crop: str = "none") -> np.ndarray:
     """A ``(1, rows, cols)`` radiograph as the uint8 ``(size, size)`` image training sees.
 
     Min-max scaling makes DICOM display values, 8-bit and 16-bit PNGs comparable;
     resizing uses antialiased bilinear interpolation (``torch.nn.functional.interpolate``,
     ~100x faster than MONAI's antialiased ``Resize`` on a full radiograph).
+
+    Args:
+        array: The decoded radiograph, channel first.
+        size: The stored (square) size.
+        crop: The card's ``crop``: ``"none"`` resizes the whole image (a non-square
+            image is squeezed), ``"center_square"`` first keeps its largest centred
+            square, as the models imported from torchxrayvision were trained.
     """
     scaled = torch.as_tensor(_scale_to_unit(np.asarray(array[:1], dtype=np.float32)), dtype=torch.float32)
+    if crop == "center_square":
+        scaled = crop_center_square(scaled)
+    elif crop != "none":
+        raise InvalidModelCardError(f"crop {crop!r} is not one of {', '.join(CROPS)}")
     resized = resize(scaled, (size, size))
     return (resized[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def crop_center_square(channels_first: torch.Tensor) -> torch.Tensor:
+    """The largest centred square of a ``(C, H, W)`` tensor (a view; square input is returned as is).
+
+    The square starts at ``length // 2 - side // 2`` along each axis, where
+    torchxrayvision's ``XRayCenterCrop`` starts it, so an odd margin loses its
+    extra pixel on the same side and the same pixels are kept.
+    """
+    top, left, side = center_square_box(*channels_first.shape[-2:])
+    return channels_first[..., top:top + side, left:left + side]
+
+
+def center_square_box(rows: int, columns: int) -> tuple[int, int, int]:
+    """``(top, left, side)`` of the largest centred square of a ``rows x columns`` image.
+
+    What ``crop="center_square"`` keeps, so that a map computed on the model's
+    input (Grad-CAM) can be placed back on the original image.
+    """
+    side = min(rows, columns)
+    return rows // 2 - side // 2, columns // 2 - side // 2, side
 
 
 def resize(channels_first: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -96,7 +131,7 @@ class CxrInputTransform:
 
 def preprocess_for_model(array: np.ndarray, card: ModelCard) -> torch.Tensor:
     """One decoded radiograph -> the model's input tensor, as scoring and the app need it."""
-    return CxrInputTransform(card)(to_stored(array, stored_size(card)))
+    return CxrInputTransform(card)(to_stored(array, stored_size(card), card.crop))
 
 
 def stored_size(card: ModelCard) -> int:

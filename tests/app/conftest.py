@@ -13,7 +13,7 @@ import torch
 from medres.models import CXR14_LABELS, create_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-APP_SCRIPT = REPO / "apps" / "review.py"
+APP_SCRIPT = REPO / "medres" / "app" / "review.py"  # the page `medres app` runs (apps/review.py runs it too)
 APP_TIMEOUT_S = 120
 
 
@@ -71,7 +71,7 @@ def app_root(tmp_path: Path, scored_samples: Path, all_positive_checkpoint: Path
 
 @pytest.fixture()
 def make_app(monkeypatch: pytest.MonkeyPatch, app_root: Path, tiny_checkpoint: Path) -> Callable:
-    """Build an AppTest of apps/review.py configured through MEDRES_APP_* variables."""
+    """Build an AppTest of the review app (medres/app/review.py) configured through MEDRES_APP_* variables."""
     from streamlit.testing.v1 import AppTest
 
     def build(root: Path = app_root, checkpoint: Path | None = tiny_checkpoint, **variables: str) -> AppTest:

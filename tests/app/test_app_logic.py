@@ -118,7 +118,7 @@ def test_label_volumes_in_millilitres_and_grid_check() -> None:
     labels = np.zeros((10, 10, 10), np.int32)
     labels[:5, :4, :2] = 1  # 40 voxels
     labels[9, 9, 9] = 3
-    table = volume.label_volumes(labels, (2.0, 2.0, 2.5), {1: "liver"})
+    table = volume.label_volumes(labels, np.diag([2.0, 2.0, 2.5, 1.0]), {1: "liver"})
     assert list(table["name"]) == ["liver", "label 3"]
     assert list(table["volume_ml"]) == [0.4, 0.01]
     assert volume.label_names([0, 1, 5], ["background", "tumour"]) == {0: "background", 1: "tumour", 5: "label 5"}
@@ -221,7 +221,7 @@ def test_cli_builds_the_streamlit_command(tmp_path: Path) -> None:
     args = build_parser().parse_args(["app", "--root", str(tmp_path), "--checkpoint", str(checkpoint),
                                       "--seg-checkpoint", str(checkpoint), "--port", "8600"])
     command = app_cli.streamlit_command(args)
-    assert command[1:4] == ["-m", "streamlit", "run"] and Path(command[4]) == REPO / "apps" / "review.py"
+    assert command[1:4] == ["-m", "streamlit", "run"] and Path(command[4]) == REPO / "medres" / "app" / "review.py"
     assert command[command.index("--server.port") + 1] == "8600"
     assert command[command.index("--") + 1:command.index("--") + 3] == ["--root", str(tmp_path.resolve())]
     assert "--seg-checkpoint" in command

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from medres.data.phantoms import make_ct_phantoms
+from medres.synthetic.phantoms import make_ct_phantoms
 from tests.app.conftest import APP_SCRIPT, REPO
 from tests.conftest import dicom_test_file
 
@@ -36,7 +36,8 @@ NOTICE = "Research use only, not for diagnosis."
 PHANTOM_IMAGE = "phantoms/imagesTr/phantom_023_000.nii.gz"
 PHANTOM_LABELS = "phantoms/labelsTr/phantom_023_000.nii.gz"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="/usr/bin/chromium is not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    not CHROMIUM.is_file(), reason="Debian's chromium (/usr/bin/chromium) is not installed; .ci/run installs it")]
 
 
 def free_port() -> int:

@@ -376,3 +376,23 @@ def test_case_settings_reset_when_another_case_opens(make_app) -> None:
     app.selectbox(key="worklist_label").set_value("Effusion").run()
     app.button(key="worklist_open").click().run()
     assert app.selectbox(key="cam_class").value == "Effusion", "the worklist's class, not the previous choice"
+
+
+def test_the_documented_entry_apps_review_runs_the_packaged_page(make_app) -> None:
+    """`streamlit run apps/review.py` draws the packaged page and reads its configuration on every run."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import APP_TIMEOUT_S, REPO
+
+    def entry_app():
+        return AppTest.from_file(str(REPO / "apps" / "review.py"), default_timeout=APP_TIMEOUT_S)
+
+    make_app()  # configures the MEDRES_APP_* variables: a root and a classifier
+    app = open_by_browsing(entry_app(), "samples/chest.png")
+    assert not app.exception and not app.error
+    assert sum(NOTICE in text for text in messages(app)) == 1
+    assert len(app.selectbox(key="cam_class").options) == 14, "the classifier's scores and Grad-CAM"
+    make_app(checkpoint=None)  # the same process, another configuration: no classifier now
+    app = open_by_browsing(entry_app(), "samples/chest.png")
+    assert not app.exception and len(app.image) == 1
+    assert any("No classifier loaded" in text for text in messages(app))

@@ -18,7 +18,7 @@ import pytest
 
 from medres.app import views
 from medres.cli.main import main
-from medres.data.phantoms import make_ct_phantoms
+from medres.synthetic.phantoms import make_ct_phantoms
 from tests.app.conftest import APP_SCRIPT, APP_TIMEOUT_S
 
 RUN_LABELS = ("background", "hepar", "lien", "renes")

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image as PILImage
 
 from medres.app import files, worklist
-from medres.data.dicom_writer import projection_dataset, write_dicom
+from medres.synthetic.dicom import projection_dataset, write_dicom
 from medres.errors import InputMovedError
 from medres.io import read_image
 from medres.models import CXR14_LABELS, read_card

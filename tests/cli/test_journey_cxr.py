@@ -18,7 +18,7 @@ import pytest
 
 from medres.cli.main import main
 from medres.data.chestxray14 import load_chestxray14
-from medres.data.dicom_writer import SYNTHETIC_IDENTIFIERS, radiograph_from_png
+from medres.synthetic.dicom import SYNTHETIC_IDENTIFIERS, radiograph_from_png
 from medres.models import checkpoint_sha256, load_checkpoint, read_card
 
 N_SCORED_IMAGES = 8
@@ -53,12 +53,14 @@ def journey(trained_cxr_run: Path, synthetic_cxr_2k: Path, tmp_path_factory: pyt
             "calibrated": out / "calibrated.safetensors", "data": synthetic_cxr_2k}
 
 
+@pytest.mark.slow
 def test_eval_leaves_the_training_checkpoint_bytes_unchanged(journey: dict) -> None:
     assert checkpoint_sha256(journey["checkpoint"]) == journey["sha256_before"]
     assert journey["metrics"]["setup"]["checkpoint"]["sha256"] == journey["sha256_before"]
     assert journey["sha256_before"] in (journey["out"] / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_calibrated_card_holds_the_reported_thresholds_and_the_same_weights(journey: dict) -> None:
     metrics, calibrated = journey["metrics"], journey["calibrated"]
     card, training_card = read_card(calibrated), read_card(journey["checkpoint"])
@@ -76,6 +78,7 @@ def test_calibrated_card_holds_the_reported_thresholds_and_the_same_weights(jour
     assert all(value.equal(recalibrated.state_dict()[key]) for key, value in trained.state_dict().items())
 
 
+@pytest.mark.slow
 def test_score_with_the_calibrated_checkpoint_calls_at_its_thresholds(journey: dict, tmp_path: Path) -> None:
     calibrated, card = journey["calibrated"], read_card(journey["calibrated"])
     export = dicom_export(journey["data"], tmp_path / "export")
@@ -95,6 +98,7 @@ def test_score_with_the_calibrated_checkpoint_calls_at_its_thresholds(journey: d
     assert between_the_two_thresholds > 0, "no call would differ between the two cards: the test proves nothing"
 
 
+@pytest.mark.slow
 def test_a_second_eval_writes_a_byte_identical_calibrated_checkpoint(journey: dict, tmp_path: Path) -> None:
     metrics = evaluate(journey["checkpoint"], journey["data"], tmp_path / "again")
     assert (tmp_path / "again" / "calibrated.safetensors").read_bytes() == journey["calibrated"].read_bytes()

@@ -10,10 +10,16 @@ import pandas as pd
 import pytest
 
 from medres.data.chestxray14 import (
-    LABELS, SPLIT_OFFICIAL, SPLIT_RANDOM, TEST_LIST, TRAIN_VAL_LIST, ChestXray14Index, load_chestxray14,
+    LABELS,
+    SPLIT_OFFICIAL,
+    SPLIT_RANDOM,
+    TEST_LIST,
+    TRAIN_VAL_LIST,
+    ChestXray14Index,
+    load_chestxray14,
 )
-from medres.data.synthetic import make_chestxray14
 from medres.errors import DatasetLayoutError, PatientLeakageError, UnknownLabelError, UsageError
+from medres.synthetic.chestxray14 import make_chestxray14
 
 V2020 = "Data_Entry_2017_v2020.csv"
 

@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
 from medres.data.chestxray14 import LABELS, load_chestxray14
-from medres.data.synthetic import make_chestxray14
 from medres.errors import UsageError
 from medres.evaluate import cxr as cxr_report
 from medres.evaluate.cxr import (
@@ -41,6 +40,7 @@ from medres.models import (
     read_card,
     save_checkpoint,
 )
+from medres.synthetic.chestxray14 import make_chestxray14
 
 N_BOOT = 30
 

@@ -63,6 +63,7 @@ def centre_baseline(setup: dict) -> float:
                           for box in setup["boxes"].itertuples()]))
 
 
+@pytest.mark.slow
 def test_pointing_game_beats_the_centre_baseline(localisation_setup: dict, pointing_results: dict) -> None:
     baseline = centre_baseline(localisation_setup)
     for method, results in pointing_results.items():
@@ -79,10 +80,12 @@ def test_pointing_game_beats_the_centre_baseline(localisation_setup: dict, point
     assert detected["hit"].mean() >= 0.6, "where the model finds the lesion, Grad-CAM should point at it"
 
 
+@pytest.mark.slow
 def test_pointing_game_reaches_the_target(pointing_results: dict) -> None:
     assert pointing_results["gradcam"]["hit"].mean() >= TARGET_HIT_RATE
 
 
+@pytest.mark.slow
 def test_masking_the_cam_region_costs_more_confidence_than_a_random_region(localisation_setup: dict) -> None:
     setup = localisation_setup
     model, boxes = setup["model"], setup["boxes"].drop_duplicates("image").head(60)

@@ -16,6 +16,7 @@ from medres.explain.quality import (
     random_regions,
     top_region,
 )
+from medres.models.card import ModelCard
 
 BOX = (20.0, 10.0, 10.0, 8.0)  # x, y, w, h as in BBox_List_2017.csv
 
@@ -64,6 +65,9 @@ def test_top_region_has_the_promised_size() -> None:
 
 class LeftHalfModel(nn.Module):
     """Logit 0 = brightness of the left half: a model whose evidence we know."""
+
+    card = ModelCard(name="left_half", task="cxr", labels=("left", "none"), in_channels=1, spatial_dims=2,
+                     input_size=(32, 32))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         left = inputs[..., : inputs.shape[-1] // 2].mean(dim=(1, 2, 3))

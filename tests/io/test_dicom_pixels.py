@@ -34,7 +34,8 @@ LOSSY_RMS_TOLERANCE = 0.03
 
 @pytest.mark.parametrize(("compressed", "reference"), LOSSLESS_PAIRS)
 def test_lossless_versions_decode_to_identical_pixels(compressed, reference):
-    np.testing.assert_array_equal(read_image(dicom_test_file(compressed)).array, read_image(dicom_test_file(reference)).array)
+    np.testing.assert_array_equal(read_image(dicom_test_file(compressed)).array,
+                                  read_image(dicom_test_file(reference)).array)
 
 
 @pytest.mark.parametrize(("compressed", "reference"), LOSSY_PAIRS)

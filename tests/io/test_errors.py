@@ -11,10 +11,10 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
-from medres.data.dicom_writer import projection_dataset, write_dicom
 from medres.errors import MedresError
 from medres.io import read_image
 from medres.io.metadata import IDENTIFYING_KEYWORDS
+from medres.synthetic.dicom import projection_dataset, write_dicom
 from tests.conftest import dicom_test_file
 
 PLANTED = {"PatientName": "Doe^Jane^Planted", "PatientID": "PID-99887766", "PatientBirthDate": "19450101",
@@ -79,7 +79,8 @@ def test_transfer_syntax_without_any_decoder(tmp_path):
 def test_missing_decoder_plugin_names_the_package(monkeypatch):
     missing = SimpleNamespace(is_available=False, missing_dependencies=["pylibjpeg-openjpeg>=2.0"])
     monkeypatch.setattr("medres.io.dicom.get_decoder", lambda uid: missing)
-    assert_refused(dicom_test_file("RG1_J2KR.dcm"), "unsupported_transfer_syntax", match="pip install pylibjpeg-openjpeg")
+    assert_refused(dicom_test_file("RG1_J2KR.dcm"), "unsupported_transfer_syntax",
+                   match="pip install pylibjpeg-openjpeg")
 
 
 def test_unsupported_photometric(tmp_path):

@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medres.data.dicom_writer import write_ct_series
 from medres.errors import InconsistentGeometryError, MedresError, MixedSeriesError, NonUniformSpacingError
 from medres.io import read_image
+from medres.synthetic.dicom import write_ct_series
 
 OBLIQUE = [1.0, 0.0, 0.0, 0.0, float(np.cos(0.3)), float(-np.sin(0.3))]
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -65,7 +65,8 @@ def test_shuffled_files_and_scrambled_instance_numbers_give_the_identical_volume
 def test_a_missing_slice_is_named_as_a_gap(tmp_path):
     paths = write_series(tmp_path / "s", volume_hu())
     paths[4].unlink()
-    with pytest.raises(NonUniformSpacingError, match=r"gap of 5\.000 mm between IM0004\.dcm .* and IM0006\.dcm") as caught:
+    gap = r"gap of 5\.000 mm between IM0004\.dcm .* and IM0006\.dcm"
+    with pytest.raises(NonUniformSpacingError, match=gap) as caught:
         read_image(tmp_path / "s")
     assert caught.value.reason == "non_uniform_spacing"
 
@@ -113,7 +114,8 @@ def test_sample_series_is_read_with_its_manifest_geometry(sample_data):
     image = read_image(sample_data / "ct_series")
     assert image.array.shape[0] == 1 and sorted(image.array.shape[1:]) == sorted(
         [manifest["n_slices"], manifest["rows"], manifest["cols"]])
-    assert sorted(image.spacing) == pytest.approx(sorted([*manifest["pixel_spacing"], manifest["slice_step"]]), abs=1e-4)
+    expected_spacing = sorted([*manifest["pixel_spacing"], manifest["slice_step"]])
+    assert sorted(image.spacing) == pytest.approx(expected_spacing, abs=1e-4)
     assert image.array.max() == pytest.approx(700, abs=1)  # the bony strip, in HU
 
 

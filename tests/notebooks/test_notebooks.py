@@ -111,6 +111,7 @@ def test_the_command_runner_is_written_once_in_the_shared_helper():
     assert defining == ["_helpers.py"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_without_errors(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     notebook = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)

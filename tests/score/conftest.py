@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from medres.data.dicom_writer import projection_dataset, write_dicom
-from medres.data.synthetic import make_chestxray14
+from medres.synthetic.dicom import projection_dataset, write_dicom
+from medres.synthetic.chestxray14 import make_chestxray14
 from medres.models import create_model, save_checkpoint
 from medres.score.outputs import read_table
 

@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from medres.cli.main import main
-from medres.data.dicom_writer import projection_dataset, write_dicom
+from medres.synthetic.dicom import projection_dataset, write_dicom
 from medres.errors import CorruptError, TruncatedError
 from medres.score.privacy import identifying_values, redact, redacted_message
 from tests.score.conftest import KEY, table_rows, write_synthetic_dicoms

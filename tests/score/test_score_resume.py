@@ -30,8 +30,9 @@ def kill_at_random_moment(command: list[str], out: Path, rng: random.Random, att
 
     Attempt 0 dies at a random moment of start-up, attempts 1 to 3 at a
     random moment after they start journaling (mid-scoring), and the last
-    one as soon as it starts writing a temporary table (mid-commit), when it
-    gets that far.
+    one as soon as it starts writing a temporary table (mid-commit). Each
+    kill must find the run still going and unfinished (no ``run.json``):
+    a run that ended before its kill would test no resumption at all.
     """
     before = journal_lines(out)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -43,9 +44,10 @@ def kill_at_random_moment(command: list[str], out: Path, rng: random.Random, att
         _wait(process, lambda: False, rng.uniform(0.0, 0.3))
     else:
         _wait(process, lambda: any(out.glob(".medres-tmp-*")), 120)
-    if process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+    assert process.poll() is None, f"kill {attempt}: the run ended before it, so nothing was interrupted"
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, f"kill {attempt}: the run ended on its own"
+    assert not (out / "run.json").exists(), f"kill {attempt}: the run had finished (run.json written)"
 
 
 def _wait(process: subprocess.Popen, condition, seconds: float) -> None:
@@ -62,6 +64,7 @@ def resumable_folder(tmp_path_factory, synthetic_pngs) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_killed_and_restarted_run_equals_uninterrupted_run(resumable_folder, tiny_checkpoint, tmp_path):
     options = dict(batch_size=2, workers=1, pseudonym_key=KEY, progress=False)
     reference = tmp_path / "reference"

@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataelem import DataElement
 
 from medres.cli.main import main
-from medres.data.dicom_writer import projection_dataset, write_dicom
+from medres.synthetic.dicom import projection_dataset, write_dicom
 from tests.score.conftest import (
     IDENTIFIERS,
     KEY,

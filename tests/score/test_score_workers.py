@@ -38,6 +38,7 @@ def test_a_worker_crash_costs_one_file(tmp_path, tiny_checkpoint, synthetic_pngs
     assert summary.exit_code == 3 and summary.run["this_run"]["worker_restarts"] >= 1
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tmp_path, tiny_checkpoint, synthetic_pngs):
     write_synthetic_dicoms(tmp_path / "in", synthetic_pngs, 13)
     (tmp_path / "in" / "notes.txt").write_text("skipped, not failed: torchrun reports any non-zero exit as 1")
@@ -89,7 +90,7 @@ def test_reduced_j2k_decoding_scores_close_to_full(tmp_path, tiny_checkpoint, sy
     import pydicom
     from pydicom.uid import JPEG2000Lossless
 
-    from medres.data.dicom_writer import write_dicom
+    from medres.synthetic.dicom import write_dicom
 
     for index, path in enumerate(write_synthetic_dicoms(tmp_path / "plain", synthetic_pngs, 3, special=False)):
         dataset = pydicom.dcmread(path)

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from medres.cli.main import main
-from medres.data.phantoms import make_ct_phantoms
 from medres.data.volumes import VolumeCase, load_volume_dataset
 from medres.errors import UsageError
-from medres.io import read_image
-from medres.metrics import hausdorff95_mm, normalized_surface_dice
-from medres.models import load_checkpoint
 from medres.evaluate.seg import RESEARCH_NOTICE, RunSplit, select_cases
+from medres.io import read_image
+from medres.metrics import hausdorff95_max_directed_mm, hausdorff95_mm, normalized_surface_dice
+from medres.models import load_checkpoint
+from medres.synthetic.phantoms import make_ct_phantoms
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +48,27 @@ def test_eval_seg_reports_known_values(two_phantoms, tmp_path, capsys):
     rows = {(row["case"], row["label"]): row for row in metrics["cases"]}
     for name in ("liver", "spleen", "kidneys"):
         assert rows[(perfect.case_id, name)] == {"case": perfect.case_id, "split": "unknown", "label": name,
-                                                 "dice": 1.0, "hd95_mm": 0.0, "nsd": 1.0}
+                                                 "dice": 1.0, "hd95_mm": 0.0, "hd95_max_directed_mm": 0.0,
+                                                 "nsd": 1.0}
         row = rows[(shifted.case_id, name)]
-        assert 0.7 < row["dice"] < 1 and row["hd95_mm"] == pytest.approx(spacing_x) and row["nsd"] == 1.0
+        assert 0.7 < row["dice"] < 1 and row["nsd"] == 1.0
+        assert row["hd95_mm"] == pytest.approx(spacing_x) == row["hd95_max_directed_mm"]
     truth = read_image(shifted.label)
     prediction = read_image(predictions / f"{shifted.case_id}.nii.gz")
     liver = rows[(shifted.case_id, "liver")]
     assert liver["hd95_mm"] == hausdorff95_mm(prediction.array[0] == 1, truth.array[0] == 1, truth.spacing)
+    assert liver["hd95_max_directed_mm"] == hausdorff95_max_directed_mm(prediction.array[0] == 1,
+                                                                        truth.array[0] == 1, truth.spacing)
     assert liver["nsd"] == normalized_surface_dice(prediction.array[0] == 1, truth.array[0] == 1, truth.spacing,
                                                    spacing_x)
     liver_summary = metrics["per_label"]["liver"]
     assert liver_summary["cases"] == 2 and liver_summary["hd95_mm"]["mean"] == pytest.approx(spacing_x / 2)
+    assert liver_summary["hd95_max_directed_mm"]["mean"] == pytest.approx(spacing_x / 2)
+    assert liver_summary["hd95_infinite"] == liver_summary["hd95_max_directed_infinite"] == 0
+    assert "HD95 pooled (MedPy)" in printed and "HD95 (MONAI)" in printed
     report = (out / "report.md").read_text()
     assert "| liver |" in report and "±" in report and f"| {perfect.case_id} | unknown | liver |" in report
+    assert "HD95 pooled (MedPy `hd95`), mm" in report and "## Metric conventions" in report
     assert RESEARCH_NOTICE in report and "SYNTHETIC DATA" in report and "No training split found" in report
 
 
@@ -84,6 +92,7 @@ def eval_seg(checkpoint: Path, data: Path, out: Path, *options: str) -> tuple[di
     return json.loads((out / "metrics.json").read_text()), (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_eval_seg_scores_the_runs_held_out_cases_by_default(trained_seg_run, phantom_training_set, tmp_path,
                                                             capsys) -> None:
     """`train seg` -> `eval seg`: the run's val cases only; `--cases all` adds its training cases, tagged."""
@@ -97,7 +106,7 @@ def test_eval_seg_scores_the_runs_held_out_cases_by_default(trained_seg_run, pha
     assert {row["case"] for row in metrics["cases"]} == set(split["val"])
     assert all(f"| {case} | val |" in report for case in split["val"])
     assert not any(case in report for case in split["train"])
-    assert RESEARCH_NOTICE in report and "SYNTHETIC DATA" in report and "dataset.json" in report
+    assert RESEARCH_NOTICE in report and "SYNTHETIC DATA" in report and "README_SYNTHETIC.txt" in report
 
     metrics, report = eval_seg(checkpoint, phantom_training_set, tmp_path / "all", "--cases", "all")
     assert metrics["selection"]["mode"] == "all" and metrics["selection"]["n_evaluated"] == len(
@@ -107,6 +116,7 @@ def test_eval_seg_scores_the_runs_held_out_cases_by_default(trained_seg_run, pha
     assert all(f"| {case} | train |" in report for case in split["train"]) and "optimistic" in report
 
 
+@pytest.mark.slow
 def test_eval_seg_on_other_cases_and_without_a_split(trained_seg_run, phantom_held_out_set, tmp_path,
                                                      capsys) -> None:
     """Cases the split does not list are held out; a checkpoint without its split.json evaluates all and says so."""

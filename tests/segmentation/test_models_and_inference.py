@@ -1,4 +1,4 @@
-"""3D models in the registry, checkpoints with their card, sliding-window inference and its fallbacks."""
+"""3D models in the registry, checkpoints with their card, ``segment_image`` and the segment / train seg CLI."""
 
 from __future__ import annotations
 
@@ -9,24 +9,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.inferers import sliding_window_inference
 
 from medres.cli.main import main
-from medres.data.phantoms import PHANTOM_LABELS, make_ct_phantoms
 from medres.data.volumes import load_volume_dataset
+from medres.inference import SlidingWindowSettings
 from medres.io import read_image
 from medres.models import create_model, list_models, load_checkpoint, save_checkpoint
-from medres.segment import inference
-from medres.segment.inference import (
-    SlidingWindowSettings,
-    count_windows,
-    mirror_flips,
-    run_with_memory_fallback,
-    balanced_batch_size,
-    segment_image,
-    sliding_window_logits,
-    window_predictor,
-)
+from medres.segment import labels as segment_labels
+from medres.segment.labels import segment_image
+from medres.synthetic.phantoms import PHANTOM_LABELS, make_ct_phantoms
 
 CT_NORMALIZATION = {"kind": "per_channel",
                     "channels": [{"kind": "ct_clip_zscore", "clip_low": -100.0, "clip_high": 300.0,
@@ -72,64 +63,9 @@ def test_checkpoint_round_trip_keeps_the_volume_card(untrained_checkpoint):
     assert model.card.labels == PHANTOM_LABELS and model.card.extra["mirror_axes"] == [0, 1, 2]
 
 
-def test_count_windows_matches_monai():
-    calls = []
-    volume = torch.zeros(1, 1, 70, 50, 20)
-    sliding_window_inference(volume, (32, 32, 16), 1, lambda w: calls.append(1) or w, overlap=0.5)
-    assert count_windows((70, 50, 20), (32, 32, 16), 0.5) == len(calls)
-
-
-def test_balanced_batch_size_never_leaves_a_lone_window():
-    assert [balanced_batch_size(n, 4) for n in (1, 4, 5, 8, 9, 10)] == [1, 4, 3, 4, 3, 4]
-
-
-def test_windows_run_in_balanced_batches_with_monai_results():
-    model = create_model("resunet3d_tiny", labels=PHANTOM_LABELS).eval()
-    batch_sizes = []
-    model.register_forward_pre_hook(lambda module, args: batch_sizes.append(len(args[0])))
-    volume = torch.randn(1, 96, 96, 32)  # 48x48x32 windows at overlap 0.5: 3 x 3 x 1 = 9
-    logits = sliding_window_logits(model, volume, (48, 48, 32), torch.device("cpu"), 4, 0.5, "fp32")
-    assert batch_sizes == [3, 3, 3]
-    with torch.no_grad():
-        reference = sliding_window_inference(volume[None], (48, 48, 32), 1, model, overlap=0.5, mode="gaussian")[0]
-    torch.testing.assert_close(logits, reference, rtol=1e-4, atol=1e-4)
-
-
-def test_mirroring_tta_of_an_equivariant_model_changes_nothing():
-    assert len(mirror_flips((0, 1, 2))) == 8 and mirror_flips(()) == [()]
-    model = torch.nn.Conv3d(1, 2, 1)
-    windows = torch.randn(2, 1, 8, 8, 8)
-    plain = window_predictor(model, torch.device("cpu"), "fp32")(windows)
-    mirrored = window_predictor(model, torch.device("cpu"), "fp32", mirror_flips((0, 1, 2)))(windows)
-    torch.testing.assert_close(plain, mirrored)
-
-
-def fake_out_of_memory(failures: dict[tuple[str, int], int], log: list):
-    def run(device: torch.device, batch: int) -> torch.Tensor:
-        log.append((device.type, batch))
-        if failures.get((device.type, batch), 0):
-            failures[(device.type, batch)] -= 1
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return torch.ones(1)
-    return run
-
-
-def test_out_of_memory_halves_the_batch_then_moves_to_cpu():
-    log, notes = [], []
-    failures = {("cuda", 4): 1, ("cuda", 2): 1, ("cuda", 1): 1}
-    run_with_memory_fallback(fake_out_of_memory(failures, log), torch.device("cuda"), 4, notes)
-    assert log == [("cuda", 4), ("cuda", 2), ("cuda", 1), ("cpu", 4)]
-    assert "2 window(s) per batch" in notes[0] and "running on the CPU" in notes[-1]
-
-
-def test_out_of_memory_on_the_cpu_is_not_retried():
-    with pytest.raises(torch.OutOfMemoryError):
-        run_with_memory_fallback(fake_out_of_memory({("cpu", 2): 1}, []), torch.device("cpu"), 2, [])
-
-
 def test_segment_image_survives_an_injected_gpu_out_of_memory(monkeypatch, untrained_checkpoint, phantoms):
     """A fake GPU: the first two attempts on 'cuda' run out of memory, then it halves to 1 and finishes there."""
-    real_windows, attempts = inference.sliding_window_logits, []
+    real_windows, attempts = segment_labels.sliding_window_logits, []
 
     def windows_on_a_small_gpu(model, volume, roi, device, batch, *args, **kwargs):
         attempts.append((device.type, batch))
@@ -137,8 +73,8 @@ def test_segment_image_survives_an_injected_gpu_out_of_memory(monkeypatch, untra
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return real_windows(model, volume, roi, torch.device("cpu"), batch, *args, **kwargs)
 
-    monkeypatch.setattr(inference, "place_model", lambda model, device: None)
-    monkeypatch.setattr(inference, "sliding_window_logits", windows_on_a_small_gpu)
+    monkeypatch.setattr(segment_labels, "place_model", lambda model, device: None)
+    monkeypatch.setattr(segment_labels, "sliding_window_logits", windows_on_a_small_gpu)
     model = load_checkpoint(untrained_checkpoint)
     image = read_image(load_volume_dataset(phantoms).training[0].images[0])
     result = segment_image(model, image, SlidingWindowSettings(device="cuda", sw_batch_size=4, precision="fp32"))

@@ -16,7 +16,7 @@ import pytest
 from nibabel.orientations import axcodes2ornt, ornt_transform
 
 from medres.cli.main import main
-from medres.data.phantoms import PHANTOM_LABELS
+from medres.synthetic.phantoms import PHANTOM_LABELS
 from medres.data.volumes import load_volume_dataset
 from medres.io import read_image
 from medres.io.geometry import LPS_TO_RAS
@@ -25,6 +25,7 @@ from medres.models import read_card
 MINIMUM_HELD_OUT_DICE = 0.85
 
 
+@pytest.mark.slow
 def test_trained_model_segments_held_out_phantoms(trained_checkpoint, phantom_held_out_set, tmp_path, capsys):
     assert main(["eval", "seg", "--checkpoint", str(trained_checkpoint), "--data", str(phantom_held_out_set),
                  "--out", str(tmp_path)]) == 0
@@ -36,6 +37,7 @@ def test_trained_model_segments_held_out_phantoms(trained_checkpoint, phantom_he
     assert len(metrics["cases"]) == 4 * 3 and (tmp_path / "report.md").read_text().count("phantom_023") == 12
 
 
+@pytest.mark.slow
 def test_card_records_the_preprocessing(trained_checkpoint):
     card = read_card(trained_checkpoint)
     assert card.labels == PHANTOM_LABELS and card.input_size == (48, 48, 32)
@@ -53,6 +55,7 @@ def centroid_lps(mask_indices: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return (affine @ np.append(mask_indices.mean(axis=0), 1.0))[:3]
 
 
+@pytest.mark.slow
 def test_dicom_seg_round_trip_puts_each_segment_where_the_truth_is(trained_checkpoint, phantom_held_out_set,
                                                                    tmp_path, capsys):
     case = load_volume_dataset(phantom_held_out_set).training[-1]
@@ -76,6 +79,7 @@ def test_dicom_seg_round_trip_puts_each_segment_where_the_truth_is(trained_check
     assert max(distances.values()) < voxel_mm, "within one (smallest) voxel of the truth, in patient mm"
 
 
+@pytest.mark.slow
 def test_nifti_output_keeps_the_input_affine_exactly(trained_checkpoint, phantom_held_out_set, tmp_path):
     for case in load_volume_dataset(phantom_held_out_set).training[:3]:  # RAS, LPS and PSL storage
         out = segment_cli(case.images[0], trained_checkpoint, tmp_path / case.case_id)
@@ -94,6 +98,7 @@ def reoriented_copy(source: Path, target: Path, axis_codes: str) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_flipped_or_lps_storage_gives_the_same_physical_segmentation(trained_checkpoint, phantom_held_out_set,
                                                                      tmp_path):
     source = load_volume_dataset(phantom_held_out_set).training[0].images[0]
@@ -108,6 +113,7 @@ def test_flipped_or_lps_storage_gives_the_same_physical_segmentation(trained_che
         assert np.array_equal(labels.array, results["RAS"].array), f"{codes} storage changed the segmentation"
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_trains_no_further(trained_seg_run, capsys):
     before = (trained_seg_run / "metrics.csv").read_text()
     assert main(["train", "seg", "--resume", str(trained_seg_run)]) == 0
@@ -115,6 +121,7 @@ def test_resuming_a_finished_run_trains_no_further(trained_seg_run, capsys):
     assert json.loads((trained_seg_run / "split.json").read_text())["val"]
 
 
+@pytest.mark.slow
 def test_training_decays_the_learning_rate_to_zero_as_nnunet_does(trained_seg_run):
     assert json.loads((trained_seg_run / "config.json").read_text())["loop"]["lr_schedule"] == "poly"
     with open(trained_seg_run / "metrics.csv") as stream:
@@ -122,6 +129,7 @@ def test_training_decays_the_learning_rate_to_zero_as_nnunet_does(trained_seg_ru
     assert rates == pytest.approx([2e-3 * (1 - epoch / len(rates)) ** 0.9 for epoch in range(len(rates))])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_precisions_agree(trained_checkpoint, phantom_held_out_set, tmp_path, precision):
     source = load_volume_dataset(phantom_held_out_set).training[1].images[0]

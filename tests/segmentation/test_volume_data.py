@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medres.data.phantoms import PHANTOM_LABELS, make_ct_phantoms
+from medres.synthetic.phantoms import PHANTOM_LABELS, make_ct_phantoms
 from medres.data.volume_cache import PreprocessedCases, compute_fingerprint
 from medres.data.volumes import label_volume, load_volume_dataset, read_case, read_volume_labels
 from medres.errors import DatasetLayoutError, GeometryMismatchError, UnknownLabelError

@@ -7,7 +7,7 @@ import torch
 
 from medres.data.chestxray14 import load_chestxray14
 from medres.data.cxr_dataset import CxrDataset, prepare_cxr_cache
-from medres.data.synthetic import make_chestxray14
+from medres.synthetic.chestxray14 import make_chestxray14
 from medres.models import create_model
 from medres.train.cxr import bce_loss
 from medres.transforms.cxr import Augmentation, CxrInputTransform

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from medres.cli.main import main
-from medres.data.synthetic import make_chestxray14
+from medres.synthetic.chestxray14 import make_chestxray14
 from medres.models import create_model, load_checkpoint, read_card, save_checkpoint
 from medres.train.loop import NonFiniteLossError, TrainConfig, fit
 
@@ -38,6 +38,7 @@ def tiny_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_trained_chexnet_tiny_reaches_validation_auroc_090(trained_cxr_run, capsys):
     rows = read_metrics(trained_cxr_run)
     best = max(float(row["val_mean_auroc"]) for row in rows)
@@ -49,6 +50,7 @@ def test_trained_chexnet_tiny_reaches_validation_auroc_090(trained_cxr_run, caps
     assert model.card.training_data_fingerprint and model.card.extra["stored_size"] == 128
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_data, tmp_path):
     reference = tmp_path / "reference"
     subprocess.run(train_command(tiny_data, reference, "--epochs", "3", "--checkpoint-every", "2"),
@@ -57,8 +59,10 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_data, t
     process = subprocess.Popen(train_command(tiny_data, killed, "--epochs", "3", "--checkpoint-every", "2"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_mid_epoch_state(killed / "state.safetensors", process)
+    assert process.poll() is None, "training ended before the kill: nothing would be resumed"
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL, "the run ended on its own, not by the kill"
+    assert not (killed / "metrics.csv").exists() or len(read_metrics(killed)) < 3, "the run was complete"
     for checkpoint in killed.glob("*.safetensors"):  # whatever is there is complete
         if checkpoint.name != "state.safetensors":
             load_checkpoint(checkpoint)
@@ -80,6 +84,7 @@ def _wait_for_mid_epoch_state(state: Path, process: subprocess.Popen, timeout: f
     pytest.fail("training never wrote a mid-epoch state")
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_only_rank_0_writes(tiny_data, tmp_path):
     out = tmp_path / "ddp"
     command = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "medres",

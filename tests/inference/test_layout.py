@@ -1,4 +1,4 @@
-"""Channels-last 3D layout: inference copies (same outputs, layout kept end to end, the model untouched) and training."""
+"""Channels-last 3D layout: inference copies (same outputs, layout kept end to end, model untouched) and training."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medres.data.phantoms import PHANTOM_LABELS
+from medres.inference import sliding_window_logits
+from medres.inference.layout import GROUP_NORM_MIN_CHANNELS, LayoutKeepingInstanceNorm, channels_last_copy
 from medres.models import create_model, load_checkpoint
-from medres.segment.inference import sliding_window_logits
-from medres.segment.layout import GROUP_NORM_MIN_CHANNELS, LayoutKeepingInstanceNorm, channels_last_copy
+from medres.synthetic.phantoms import PHANTOM_LABELS
 from medres.train.loop import fit
 from medres.train.segmentation import default_seg_loop
 from medres.train.volume_classifier import default_vol_loop

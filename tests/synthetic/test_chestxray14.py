@@ -10,12 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image as PILImage
 
+from medres.data import SYNTHETIC_README
 from medres.data.chestxray14 import BOX_LABELS, LABELS, TEST_LIST, TRAIN_VAL_LIST
-from medres.data.cxr_findings import FINDING_PAINTERS, PAINT_ORDER
-from medres.data.synthetic import (
-    README_NAME, make_chestxray14, new_canvas, paint_anatomy, render_radiograph, sample_anatomy,
-)
 from medres.errors import UsageError
+from medres.synthetic.chestxray14 import make_chestxray14, new_canvas, paint_anatomy, render_radiograph, sample_anatomy
+from medres.synthetic.findings import FINDING_PAINTERS, PAINT_ORDER
 
 V2020_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
                 "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
@@ -45,7 +44,7 @@ def test_same_seed_gives_same_bytes_and_another_seed_differs(tmp_path: Path) -> 
 
 def test_writes_nih_layout_with_readme(synthetic_root: Path, entries: pd.DataFrame) -> None:
     assert (synthetic_root / "Data_Entry_2017_v2020.csv").read_text().splitlines()[0] == V2020_HEADER
-    assert "SYNTHETIC" in (synthetic_root / README_NAME).read_text()
+    assert "SYNTHETIC" in (synthetic_root / SYNTHETIC_README).read_text()
     names = sorted(path.name for path in (synthetic_root / "images").iterdir())
     assert names == sorted(entries["Image Index"])
     assert all(re.fullmatch(r"\d{8}_\d{3}\.png", name) for name in names)

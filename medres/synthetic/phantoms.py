@@ -4,7 +4,7 @@ The anatomy is defined once, in RAS+ millimetres (ellipsoids for the body,
 liver, spleen, kidneys and an unlabelled spine), and each case samples it on
 its own voxel grid: anisotropic spacing, RAS, LPS, permuted and flipped axes,
 an oblique grid, and DICOM series written with
-:func:`medres.data.dicom_writer.write_ct_series`. Because the truth lives in
+:func:`medres.synthetic.dicom.write_ct_series`. Because the truth lives in
 millimetres, not voxels, a segmentation that is right in patient space is
 right for every storage order, which is what the orientation tests check.
 
@@ -26,9 +26,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import axcodes2ornt
 
-from medres.data.dicom_writer import write_ct_series
-from medres.data.synthetic import README_NAME as SYNTHETIC_MARKER
+from medres.data import SYNTHETIC_README
 from medres.io.geometry import LPS_TO_RAS, stack_affine_ras
+from medres.synthetic.dicom import write_ct_series
 
 PHANTOM_LABELS: tuple[str, ...] = ("background", "liver", "spleen", "kidneys")
 VOLUME_LABELS: tuple[str, ...] = ("splenomegaly",)
@@ -202,8 +202,8 @@ def make_ct_phantoms(root: str | Path, n_cases: int, seed: int, dicom_cases: int
         entries.append({"image": f"./imagesTr/{image_name}", "label": f"./labelsTr/{case_id}.nii.gz"})
         volume_rows.append({"case": case_id, "splenomegaly": int(anatomy.splenomegaly)})
     _write_dataset_json(root, entries)
-    (root / SYNTHETIC_MARKER).write_text(
-        "THIS DATA IS SYNTHETIC: CT ellipsoid phantoms written by medres.data.phantoms.make_ct_phantoms"
+    (root / SYNTHETIC_README).write_text(
+        "THIS DATA IS SYNTHETIC: CT ellipsoid phantoms written by medres.synthetic.phantoms.make_ct_phantoms"
         f"(n_cases={n_cases}, seed={seed}); no patient, no real scan.\n")
     with open(root / "volume_labels.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=["case", *VOLUME_LABELS])
@@ -215,7 +215,7 @@ def make_ct_phantoms(root: str | Path, n_cases: int, seed: int, dicom_cases: int
 def _write_dataset_json(root: Path, entries: list[dict[str, str]]) -> None:
     description = {
         "name": "medres CT phantoms",
-        "description": "Synthetic abdominal CT ellipsoid phantoms (medres.data.phantoms); no patient data.",
+        "description": "Synthetic abdominal CT ellipsoid phantoms (medres.synthetic.phantoms); no patient data.",
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
         "labels": {str(value): name for value, name in enumerate(PHANTOM_LABELS)},

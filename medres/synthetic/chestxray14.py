@@ -5,7 +5,7 @@ need a stand-in that exercises the same code paths: the v2020 Data_Entry CSV
 with several follow-up films per patient, the official list files (disjoint by
 patient), ``BBox_List_2017.csv`` with NIH's ``Infiltrate`` spelling, and PNGs
 under ``images/`` or the 12 archive folders. Every finding is drawn as a
-localized pattern (see :mod:`medres.data.cxr_findings`) so a small CNN can
+localized pattern (see :mod:`medres.synthetic.findings`) so a small CNN can
 reach a high AUROC in minutes, which makes "training works" checkable on a CPU.
 Output is byte-for-byte deterministic for a given seed.
 """
@@ -22,17 +22,33 @@ import numpy as np
 from PIL import Image as PILImage
 from scipy import ndimage
 
+from medres.data import SYNTHETIC_README
 from medres.data.chestxray14 import (
-    ARCHIVE_FOLDERS, BOX_FILE, BOX_LABELS, LABEL_FILES, LABELS, NO_FINDING, TEST_LIST, TRAIN_VAL_LIST,
-)
-from medres.data.cxr_findings import (
-    AIR_LEVEL, FINDING_PAINTERS, PAINT_ORDER, Anatomy, Box, Canvas, box_mask, eighth_power, ellipse, inside,
-    lung_radius,
+    ARCHIVE_FOLDERS,
+    BOX_FILE,
+    BOX_LABELS,
+    LABEL_FILES,
+    LABELS,
+    NO_FINDING,
+    TEST_LIST,
+    TRAIN_VAL_LIST,
 )
 from medres.errors import UsageError
+from medres.synthetic.findings import (
+    AIR_LEVEL,
+    FINDING_PAINTERS,
+    PAINT_ORDER,
+    Anatomy,
+    Box,
+    Canvas,
+    box_mask,
+    eighth_power,
+    ellipse,
+    inside,
+    lung_radius,
+)
 
 LAYOUTS: tuple[str, ...] = ("images", "archives")
-README_NAME = "README_SYNTHETIC.txt"
 # Share of all images with each label: the real ordering (Infiltration most,
 # Hernia least), boosted so even a few hundred images have positives of each.
 LABEL_PREVALENCE: dict[str, float] = {
@@ -274,10 +290,10 @@ def _write_lines(path: Path, lines: Sequence[str]) -> None:
 
 
 def _write_readme(root: Path, n_images: int, n_patients: int, seed: int, image_size: int) -> None:
-    _write_lines(root / README_NAME, [
+    _write_lines(root / SYNTHETIC_README, [
         "THIS DATA IS SYNTHETIC. It contains no real patients and no real radiographs.",
         "",
-        f"Written by medres.data.synthetic.make_chestxray14(n_images={n_images}, seed={seed}, "
+        f"Written by medres.synthetic.chestxray14.make_chestxray14(n_images={n_images}, seed={seed}, "
         f"image_size={image_size}) for {n_patients} invented patients.",
         "The folder mimics the layout of NIH ChestX-ray14 (Data_Entry_2017_v2020.csv, BBox_List_2017.csv,",
         "train_val_list.txt, test_list.txt, images/) so that code can be tested without the 45 GB download.",

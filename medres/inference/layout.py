@@ -7,9 +7,7 @@ copies it back, and a residual addition of the two layouts takes a slow
 strided path. :func:`channels_last_copy` swaps each instance norm for
 :class:`LayoutKeepingInstanceNorm` (the same arithmetic, returned in the
 layout it was given), so a channels-last network stays channels-last from end
-to end. On a 2-core CPU, timed alternately (11 runs each), a batch of four
-96^3 windows of ``resunet3d`` in bf16 took a median 0.38 s with PyTorch's
-instance norm and 0.27 s with this one (three windows: 0.24 s and 0.19 s).
+to end, with no layout conversion between layers.
 """
 
 from __future__ import annotations

@@ -1,0 +1,173 @@
+"""Sliding-window logits of whole volumes: batched windows, Gaussian blending, mirroring TTA, memory fallback.
+
+A prepared volume (:mod:`medres.transforms.volume`) is covered by windows of
+the card's input size that overlap by ``overlap``; the windows run in batches
+of ``sw_batch_size`` (batch >= 2 avoids PyTorch's slow batch-1 3D convolution
+on CPU, and the batches are balanced so none holds a lone window), and their
+logits are blended with a Gaussian weight (centre voxels count more than
+window edges, as nnU-Net), optionally averaged over mirrored copies
+(:mod:`medres.inference.tta`). ``medres segment`` and the validation of
+``medres train seg`` both call :func:`sliding_window_logits`, so a model is
+validated exactly as it is later run.
+
+Mixed precision: ``precision="auto"`` runs bf16 autocast where the hardware
+has it (:func:`medres.runtime.resolve_precision`). Under reduced precision the
+windows run through a channels-last copy of the model
+(:func:`medres.inference.layout.channels_last_copy`), the layout oneDNN's and
+cuDNN's 3D convolution kernels prefer; fp32 runs the model as it is (the
+layout gains nothing there).
+
+Memory: :func:`run_with_memory_fallback` retries a CUDA out-of-memory error
+with half as many windows per batch, then, at one window, on the CPU; each
+step is recorded in ``notes`` and logged, so the user is told why it got slower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from medres.inference.layout import channels_last_copy
+from medres.inference.tta import average_over_flips, mirror_flips
+from medres.runtime import autocast_context, resolve_device, resolve_precision
+
+LOGGER = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float], None]
+"""Called with the fraction of the work done (0 to 1)."""
+
+
+@dataclass(frozen=True)
+class SlidingWindowSettings:
+    """How windows are run.
+
+    Attributes:
+        overlap: Fraction of a window shared with its neighbour (0.5: every voxel seen ~8 times in 3D).
+        sw_batch_size: Windows per forward pass; halved automatically after a CUDA out-of-memory error.
+        precision: "fp32", "bf16", "fp16" or "auto" (bf16 where the hardware has it).
+        device: Where windows run; default CUDA when available, else the CPU.
+        tta: Average over mirrored copies along the axes the card says the model was trained to mirror.
+        progress: Show a progress bar (the CLI does; library calls pass a callback instead).
+    """
+
+    overlap: float = 0.5
+    sw_batch_size: int = 4
+    precision: str = "auto"
+    device: str | None = None
+    tta: bool = False
+    progress: bool = False
+
+    def resolved_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+
+def window_memory_format(device: torch.device, precision: str) -> torch.memory_format:
+    """Channels-last under bf16/fp16 (fast 3D convolution kernels), the default layout in fp32."""
+    reduced = resolve_precision(device, precision) is not None
+    return torch.channels_last_3d if reduced else torch.contiguous_format
+
+
+def window_predictor(model: nn.Module, device: torch.device, precision: str,
+                     flips: Sequence[tuple[int, ...]] = ((),),
+                     on_windows: Callable[[int], None] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function from a batch of windows to float32 logits, averaged over mirrored copies.
+
+    Under reduced precision the windows run through a channels-last copy of
+    the model; ``model`` itself is left as it is. ``on_windows(n)`` is called
+    after each batch with the number of windows it held.
+    """
+    memory_format = window_memory_format(device, precision)
+    if memory_format == torch.channels_last_3d:
+        model = channels_last_copy(model)
+
+    def predict(windows: torch.Tensor) -> torch.Tensor:
+        windows = windows.to(device).contiguous(memory_format=memory_format)
+        with autocast_context(device, precision):
+            logits = average_over_flips(model, windows, flips)
+        if on_windows is not None:
+            on_windows(len(windows))
+        return logits
+    return predict
+
+
+def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
+    """How many windows cover ``shape`` (as MONAI places them), for progress reporting."""
+    count = 1
+    for size, roi in zip(shape, roi_size):
+        step = max(int(roi * (1 - overlap)), 1)
+        count *= 1 if size <= roi else math.ceil((size - roi) / step) + 1
+    return count
+
+
+def balanced_batch_size(n_windows: int, sw_batch_size: int) -> int:
+    """The smallest batch size that needs as few batches as ``sw_batch_size`` does.
+
+    9 windows at 4 per batch run as 3 + 3 + 3 instead of 4 + 4 + 1: the same
+    number of forward passes, none of them a slow single-window one.
+    """
+    batches = math.ceil(n_windows / sw_batch_size)
+    return math.ceil(n_windows / batches)
+
+
+@torch.no_grad()
+def sliding_window_logits(model: nn.Module, volume: torch.Tensor, roi_size: Sequence[int], device: torch.device,
+                          sw_batch_size: int, overlap: float, precision: str, mirror_axes: Sequence[int] = (),
+                          progress: ProgressCallback | None = None) -> torch.Tensor:
+    """Gaussian-blended logits ``(K, X, Y, Z)`` (float32, on ``device``) of a prepared ``(C, X, Y, Z)`` volume.
+
+    Args:
+        progress: Called with the fraction of windows done, after every batch.
+    """
+    model.eval()
+    total, done = count_windows(volume.shape[1:], roi_size, overlap), [0]
+
+    def on_windows(count: int) -> None:
+        done[0] += count
+        progress(min(done[0] / total, 1.0))
+
+    predictor = window_predictor(model, device, precision, mirror_flips(mirror_axes),
+                                 on_windows if progress is not None else None)
+    batch = balanced_batch_size(total, sw_batch_size)
+    logits = sliding_window_inference(volume[None].to(device), roi_size=tuple(roi_size), sw_batch_size=batch,
+                                      predictor=predictor, overlap=overlap, mode="gaussian", sw_device=device,
+                                      device=device)
+    return logits[0]
+
+
+def run_with_memory_fallback(run: Callable[[torch.device, int], torch.Tensor], device: torch.device,
+                             sw_batch_size: int, notes: list[str]) -> torch.Tensor:
+    """``run(device, sw_batch_size)``, retrying after CUDA out-of-memory errors with less memory.
+
+    First halves the windows per batch down to one, then moves to the CPU
+    (with the original batch size); each retry is appended to ``notes`` and
+    logged. An out-of-memory error on the CPU is not retried.
+    """
+    batch = sw_batch_size
+    while True:
+        try:
+            return run(device, batch)
+        except torch.OutOfMemoryError:
+            if device.type == "cpu":
+                raise
+            _release_accelerator_memory()
+            if batch > 1:
+                batch //= 2
+                note = f"out of {device.type} memory: retrying with {batch} window(s) per batch"
+            else:
+                device, batch = torch.device("cpu"), sw_batch_size
+                note = f"out of memory even with one window per batch: running on the CPU ({batch} per batch)"
+            LOGGER.warning(note)
+            notes.append(note)
+
+
+def _release_accelerator_memory() -> None:
+    if torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.empty_cache()
