@@ -171,6 +171,14 @@ class InvalidModelCardError(MedresError):
     default_message = "the model card is missing or malformed"
 
 
+class PretrainedWeightsMissingError(MedresError):
+    reason = "pretrained_weights_missing"
+    default_message = (
+        "the published weights file is not in the torch hub cache and could not be downloaded; "
+        "download it on a machine that is online and put it in the cache"
+    )
+
+
 # --- The scope gate (medres.models.scope): images a model was not trained on --------------------
 
 

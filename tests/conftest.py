@@ -15,8 +15,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """One torch thread for the whole suite.
 
     Tiny models gain nothing from a second thread, and on a loaded 2-core
-    machine OpenMP threads waiting for each other made a 78k-parameter forward
-    pass take 440 ms instead of 2.5 ms. Set once here, trained fixtures no
+    machine OpenMP threads waiting for each other slow a tiny forward pass by
+    two orders of magnitude. Set once here, trained fixtures no
     longer depend on which test modules happened to be collected.
     """
     torch.set_num_threads(1)

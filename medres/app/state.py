@@ -88,7 +88,7 @@ class Case:
 
 
 def parse_app_arguments(argv: Sequence[str]) -> argparse.Namespace:
-    """Arguments after ``--`` in ``streamlit run apps/review.py -- --root DIR ...``."""
+    """Arguments after ``--`` in ``streamlit run medres/app/review.py -- --root DIR ...``."""
     parser = argparse.ArgumentParser(prog="review.py", add_help=False)
     parser.add_argument("--root", type=Path)
     parser.add_argument("--checkpoint", type=Path)

@@ -1,7 +1,7 @@
 """Pixels for the review app: windowing, overlays, slices, legends and charts.
 
 Everything here is plain NumPy/PIL/Altair so it can be tested without a
-browser; ``apps/review.py`` only places the results on the page.
+browser; ``medres/app/review.py`` only places the results on the page.
 
 Display conventions: volumes are RAS+ ``(X, Y, Z)`` and are shown the
 radiological way (patient's right on the viewer's left, anterior or superior

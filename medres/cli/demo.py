@@ -30,7 +30,7 @@ STEP_SUCCESS_CODES = (0, 3)  # 3: scoring finished with some files refused, as t
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the product tour on synthetic data (about 10 minutes on 2 CPU cores)",
+        "demo", help="run the product tour on synthetic data (minutes; every journey)",
         description="Generate a synthetic ChestX-ray14 folder, prepare the cache, train and evaluate chexnet_tiny, "
         "batch-score a sample DICOM export, train resunet3d_tiny on CT phantoms and segment a DICOM series, then "
         "print where every report is and how to open the review app. All demo data is synthetic.")

@@ -264,7 +264,7 @@ def _apply_table(frames: np.ndarray, stored: np.ndarray, table: np.ndarray) -> n
     """Look pixels up in the table; as float arithmetic when the table is a clipped line.
 
     Rescale and linear windows (nearly every file) give a clipped straight
-    line, which float arithmetic applies ~4x faster than a gather; the line is
+    line, which float arithmetic applies faster than a gather; the line is
     fitted to pydicom's table and used only if it reproduces every entry.
     """
     line = _clipped_line(stored.astype(np.float64), table)

@@ -2,9 +2,9 @@
 
 The orchestration of one input: :mod:`~medres.segment.labels` (one volume ->
 labels on its own grid, on top of :mod:`medres.inference`'s sliding window,
-TTA and memory fallback), :mod:`~medres.segment.outputs` (NIfTI on the input
-grid, DICOM SEG, volumes) and :mod:`~medres.segment.pipeline` (one input ->
-output folder). Batch scoring of DICOM folders is :mod:`medres.score`.
+TTA and memory fallback) and :mod:`~medres.segment.pipeline` (one input ->
+output folder: the NIfTI and DICOM SEG writers of :mod:`medres.io`, label
+volumes from :mod:`medres.metrics.volumes`). Batch scoring of DICOM folders is :mod:`medres.score`.
 """
 
 from __future__ import annotations
