@@ -92,8 +92,7 @@ def model_input(image: Image, card: ModelCard) -> torch.Tensor:
         OutOfScopeError: The scope gate refuses the image (a CT slice, a lateral, a volume ...).
     """
     check_chest_xray_scope(ImageFacts.from_image(image))
-    tensor = preprocess_for_model(image.array, card)[None]
-    return tensor.expand(-1, card.in_channels, -1, -1).contiguous() if card.in_channels > 1 else tensor
+    return preprocess_for_model(image.array, card)[None]
 
 
 def score_xray(loaded: LoadedModel, image: Image) -> XrayScores:
@@ -116,7 +115,7 @@ def explain_xray(loaded: LoadedModel, image: Image, label: str, method: str = "g
     inputs = model_input(image, loaded.card)
     with loaded.lock:
         result = explain(loaded.model, inputs, targets=[label], method=method)
-    return result.on_original(0, shape or image.spatial_shape[:2], normalized=True)[0]
+    return result.on_original(0, shape or image.spatial_shape[:2], normalized=True, crop=loaded.card.crop)[0]
 
 
 def scores_json(scores: XrayScores, loaded: LoadedModel, source: str) -> str:

@@ -16,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cxr.add_argument("--size", type=int, default=256, help="stored image size (default: %(default)s)")
     cxr.add_argument("--out", type=Path, help="cache folder (default: DATA/.medres_cache/cxr_SIZE)")
     cxr.add_argument("--workers", type=int, default=2, help="decoding processes (default: %(default)s)")
+    cxr.add_argument("--crop", choices=("none", "center_square"), default="none",
+                     help="crop each image to its centre square before resizing, as a card with crop "
+                     "center_square (an imported torchxrayvision model) expects (default: %(default)s)")
     cxr.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     cxr.set_defaults(handler=run_cxr)
 
@@ -31,7 +34,8 @@ def run_cxr(args: argparse.Namespace) -> int:
     index = load_chestxray14(args.data)
     print(index.summary())
     out = args.out or default_cache_dir(args.data, args.size)
-    cache = prepare_cxr_cache(index.table, out, size=args.size, workers=args.workers, progress=args.progress)
+    cache = prepare_cxr_cache(index.table, out, size=args.size, workers=args.workers, progress=args.progress,
+                              crop=args.crop)
     print(f"cache: {cache.folder} ({len(cache.row_of):,} images at {cache.size}x{cache.size}; "
           f"{len(cache.failed)} could not be decoded)")
     for failure in cache.failed[:10]:

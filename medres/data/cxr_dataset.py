@@ -3,8 +3,9 @@
 ``prepare_cxr_cache`` decodes every image of an index once into a uint8
 memory-mapped array (``to_stored``), so that epochs never re-decode 1024x1024
 PNGs. ``CxrDataset`` reads either the cache or the images themselves; both go
-through ``to_stored`` then the card's ``CxrInputTransform``, so they give
-identical tensors.
+through ``to_stored`` (with the card's ``stored_size`` and ``crop``) then the
+card's ``CxrInputTransform``, so they give identical tensors, and the same
+ones ``score`` and the app build for that card.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from medres.data.chestxray14 import LABELS
 from medres.errors import MedresError, UsageError
 from medres.io import read_image
+from medres.models.card import CROPS
 from medres.transforms.cxr import CxrInputTransform, to_stored
 
 CACHE_VERSION = 1
@@ -43,6 +45,7 @@ class StoredImageCache:
                              path=self.folder)
         self.info = json.loads(info_path.read_text())
         self.size = int(self.info["size"])
+        self.crop = str(self.info.get("crop", "none"))  # caches written before crops existed kept whole images
         names = (self.folder / "images.txt").read_text().split()
         failed = {item["image"] for item in self.info.get("failed", [])}
         self.row_of = {name: row for row, name in enumerate(names) if name not in failed}
@@ -65,27 +68,43 @@ class StoredImageCache:
 class CxrDataset(Dataset):
     """(input tensor, 14 labels) pairs from a ChestX-ray14 table, from the cache or the files.
 
+    Images are stored as the transform's card says: its ``crop``, and its
+    ``stored_size`` unless a cache (its own size) or ``stored_size`` says otherwise.
+
     Args:
         table: Rows of ``ChestXray14Index.table`` (``image``, ``path``, label columns).
         transform: The card's input transform (with augmentation for training).
         cache: A prepared cache holding every image of ``table``; None reads the files.
-        stored_size: Intermediate size when reading files (the cache's size otherwise).
+        stored_size: Intermediate size when reading files; None (the default) takes the card's.
+
+    Raises:
+        UsageError: The cache lacks images of ``table`` or was cropped otherwise than the card says.
     """
 
     def __init__(self, table: pd.DataFrame, transform: CxrInputTransform, cache: StoredImageCache | None = None,
-                 stored_size: int = 256):
+                 stored_size: int | None = None):
         self.images = table["image"].tolist()
         self.paths = table["path"].tolist()
         self.labels = torch.tensor(table[list(LABELS)].to_numpy(dtype=np.float32))
         self.transform = transform
         self.cache = cache
-        self.stored_size = cache.size if cache is not None else stored_size
+        self.crop = transform.card.crop
+        if cache is not None:
+            stored_size = cache.size
+        self.stored_size = stored_size if stored_size is not None else transform.card.stored_size
         self.epoch = 0
         if cache is not None:
-            missing = [name for name in self.images if name not in cache]
-            if missing:
-                raise UsageError(f"{len(missing)} images (e.g. {missing[0]}) are not in the cache; "
-                                 "re-run `medres prepare cxr`", path=cache.folder)
+            self._check_cache(cache)
+
+    def _check_cache(self, cache: StoredImageCache) -> None:
+        missing = [name for name in self.images if name not in cache]
+        if missing:
+            raise UsageError(f"{len(missing)} images (e.g. {missing[0]}) are not in the cache; "
+                             "re-run `medres prepare cxr`", path=cache.folder)
+        if cache.crop != self.crop:
+            raise UsageError(f"the cache holds images cropped {cache.crop!r} but the model's card says "
+                             f"crop {self.crop!r}; prepare a cache with crop {self.crop!r} or read the files",
+                             path=cache.folder)
 
     def set_epoch(self, epoch: int) -> None:
         """Augmentation depends on (seed, epoch, index); set before each epoch's iterator."""
@@ -97,7 +116,7 @@ class CxrDataset(Dataset):
     def stored(self, index: int) -> np.ndarray:
         if self.cache is not None:
             return self.cache.stored(self.images[index])
-        return to_stored(read_image(self.paths[index]).array, self.stored_size)
+        return to_stored(read_image(self.paths[index]).array, self.stored_size, self.crop)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transform(self.stored(index), index=index, epoch=self.epoch), self.labels[index]
@@ -111,15 +130,22 @@ def table_fingerprint(table: pd.DataFrame) -> str:
 
 
 def prepare_cxr_cache(table: pd.DataFrame, out_dir: str | os.PathLike[str], size: int = 256,
-                      workers: int = 2, progress: bool = True) -> StoredImageCache:
+                      workers: int = 2, progress: bool = True, crop: str = "none") -> StoredImageCache:
     """Decode every image in ``table`` once into ``out_dir`` (reused when already complete).
 
     The cache is written into a temporary sibling folder and renamed into place,
     so an interrupted run never leaves a half cache that looks valid.
+
+    Args:
+        crop: The crop of the cards the cache will serve (one of :data:`~medres.models.card.CROPS`);
+            recorded in ``cache.json``, and a dataset for a card with another crop refuses the cache.
     """
+    if crop not in CROPS:
+        raise UsageError(f"crop {crop!r} is not one of {', '.join(CROPS)}")
     out_dir = Path(out_dir)
     names = table["image"].tolist()
-    fingerprint = hashlib.sha256(("\n".join(names) + f"\n{size}").encode()).hexdigest()[:16]
+    crop_suffix = "" if crop == "none" else f"\n{crop}"  # caches prepared before crops existed stay valid
+    fingerprint = hashlib.sha256(("\n".join(names) + f"\n{size}{crop_suffix}").encode()).hexdigest()[:16]
     if (out_dir / "cache.json").is_file():
         existing = json.loads((out_dir / "cache.json").read_text())
         if existing.get("fingerprint") == fingerprint and existing.get("version") == CACHE_VERSION:
@@ -128,11 +154,11 @@ def prepare_cxr_cache(table: pd.DataFrame, out_dir: str | os.PathLike[str], size
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     images = np.memmap(staging / "images.u8", dtype=np.uint8, mode="w+", shape=(len(names), size, size))
-    failures = _decode_into(images, names, table["path"].tolist(), size, workers, progress)
+    failures = _decode_into(images, names, table["path"].tolist(), size, crop, workers, progress)
     images.flush()
     del images
     (staging / "images.txt").write_text("\n".join(names) + "\n")
-    info = {"version": CACHE_VERSION, "size": size, "count": len(names), "fingerprint": fingerprint,
+    info = {"version": CACHE_VERSION, "size": size, "crop": crop, "count": len(names), "fingerprint": fingerprint,
             "failed": failures}
     (staging / "cache.json").write_text(json.dumps(info, indent=2))
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -140,11 +166,11 @@ def prepare_cxr_cache(table: pd.DataFrame, out_dir: str | os.PathLike[str], size
     return StoredImageCache(out_dir)
 
 
-def _decode_into(images: np.memmap, names: Sequence[str], paths: Sequence[str], size: int, workers: int,
-                 progress: bool) -> list[dict]:
+def _decode_into(images: np.memmap, names: Sequence[str], paths: Sequence[str], size: int, crop: str,
+                 workers: int, progress: bool) -> list[dict]:
     failures: list[dict] = []
     chunk = max(1, min(64, len(paths) // max(1, workers * 8)))
-    arguments = [(path, size) for path in paths]
+    arguments = [(path, size, crop) for path in paths]
     # Spawned (not forked) single-threaded workers: a fork taken while torch's OpenMP threads run can
     # deadlock the child inside its first parallel region.
     context = multiprocessing.get_context("spawn")
@@ -163,9 +189,9 @@ def _single_threaded() -> None:
     torch.set_num_threads(1)
 
 
-def _stored_or_error(argument: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
-    path, size = argument
+def _stored_or_error(argument: tuple[str, int, str]) -> tuple[np.ndarray | None, str | None]:
+    path, size, crop = argument
     try:
-        return to_stored(read_image(path).array, size), None
+        return to_stored(read_image(path).array, size, crop), None
     except MedresError as error:
         return None, error.one_line()

@@ -68,7 +68,7 @@ from medres.metrics import (
 )
 from medres.models import ModelCard, checkpoint_sha256, load_checkpoint, save_checkpoint
 from medres.models.checkpoint import RESERVED_METADATA_KEYS
-from medres.transforms.cxr import CxrInputTransform, stored_size
+from medres.transforms.cxr import CxrInputTransform
 
 LOGGER = logging.getLogger(__name__)
 CALIBRATION_BINS = 10
@@ -221,9 +221,9 @@ def predict_split(model: nn.Module, index: ChestXray14Index, split: str, cache: 
     n_listed = len(table)
     if cache is not None:  # images that failed to decode when the cache was built
         table = table[table["image"].isin(cache.row_of)]
-        if cache.size != stored_size(model.card):
+        if cache.size != model.card.stored_size:
             LOGGER.warning("the cache stores %dx%d images but the model was trained on %dx%d ones",
-                           cache.size, cache.size, stored_size(model.card), stored_size(model.card))
+                           cache.size, cache.size, model.card.stored_size, model.card.stored_size)
     table = table.reset_index(drop=True)
     if table.empty:
         raise UsageError(f"the {split!r} split holds no images (split settings: {index.split_detail})",
@@ -231,7 +231,7 @@ def predict_split(model: nn.Module, index: ChestXray14Index, split: str, cache: 
     if n_listed > len(table):
         LOGGER.warning("%d %s images are not in the cache (failed to decode) and are left out",
                        n_listed - len(table), split)
-    dataset = CxrDataset(table, CxrInputTransform(model.card), cache, stored_size(model.card))
+    dataset = CxrDataset(table, CxrInputTransform(model.card), cache)
     with _progress_bar(model, len(dataset), f"predicting {split}", config.progress):
         probabilities, targets = predict_dataset(model, dataset, config.batch_size, config.workers,
                                                  config.precision)

@@ -2,10 +2,11 @@
 
 Training's validation, ``eval cxr``, ``score``, the review app and Grad-CAM
 all turn logits into probabilities here, so a model's outputs mean the same
-thing in every command. :func:`output_activation` says what that meaning is
-for a card: a sigmoid per label for the multi-label classifiers (``cxr`` and
-``vol``: each finding is present or not, independently of the others) and a
-softmax over the classes for segmentation (each voxel has one label).
+thing in every command. :func:`output_activation` gives the function the
+card's ``output_activation`` field names: a sigmoid per label for the
+multi-label classifiers (``cxr`` and ``vol`` by default: each finding is
+present or not, independently of the others) and a softmax over the classes
+for segmentation (``seg``: each voxel has one label).
 """
 
 from __future__ import annotations
@@ -17,18 +18,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from medres.errors import UsageError
 from medres.models.card import ModelCard
 from medres.runtime import autocast_context
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 """Logits ``(B, K, ...)`` -> float32 probabilities of the same shape."""
-
-MULTI_LABEL_TASKS: tuple[str, ...] = ("cxr", "vol")
-"""Tasks whose outputs are independent per-label probabilities (sigmoid)."""
-SINGLE_LABEL_TASKS: tuple[str, ...] = ("seg",)
-"""Tasks whose outputs are one distribution over the classes, along axis 1 (softmax)."""
-
 
 def sigmoid_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """Independent per-label probabilities, computed in float32 whatever the logits' dtype."""
@@ -40,17 +34,16 @@ def softmax_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1)
 
 
-def output_activation(card: ModelCard) -> Activation:
-    """The function that turns the card's model's logits into probabilities.
+ACTIVATIONS: dict[str, Activation] = {"sigmoid": sigmoid_probabilities, "softmax": softmax_probabilities}
+"""The function of each of the card's :data:`~medres.models.card.OUTPUT_ACTIVATIONS`."""
 
-    Raises:
-        UsageError: The card's task has no known output activation.
+
+def output_activation(card: ModelCard) -> Activation:
+    """The function that turns the card's model's logits into probabilities (its ``output_activation``).
+
+    The card has validated the name, so every card has one.
     """
-    if card.task in MULTI_LABEL_TASKS:
-        return sigmoid_probabilities
-    if card.task in SINGLE_LABEL_TASKS:
-        return softmax_probabilities
-    raise UsageError(f"no output activation is known for {card.task!r} models ({card.name!r})")
+    return ACTIVATIONS[card.output_activation]
 
 
 @torch.no_grad()

@@ -15,9 +15,6 @@ import torch
 
 from medres.models.card import ModelCard
 
-DEFAULT_MIRROR_AXES: tuple[int, ...] = (0, 1, 2)
-"""The axes of a card written before ``mirror_axes`` was recorded (its training mirrored all three)."""
-
 
 def mirror_flips(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
     """Every combination of flips of the given spatial axes (the identity first), as tensor dims."""
@@ -28,10 +25,11 @@ def mirror_flips(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
 def tta_mirror_axes(card: ModelCard, notes: list[str]) -> tuple[int, ...]:
     """The axes the model was trained to be mirror-invariant along (the card's ``mirror_axes``).
 
-    Appends a note to ``notes`` when there are none, so the user learns that
-    asking for TTA changed nothing.
+    A card that does not state them has the default :class:`~medres.models.card.ModelCard`
+    documents (all three axes for a volume). Appends a note to ``notes`` when
+    there are none, so the user learns that asking for TTA changed nothing.
     """
-    axes = tuple(card.extra.get("mirror_axes", DEFAULT_MIRROR_AXES))
+    axes = card.mirror_axes
     if not axes:
         notes.append("--tta has no effect: the model was trained without mirroring")
     return axes

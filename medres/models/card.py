@@ -32,12 +32,25 @@ TORCHXRAYVISION_NORMALIZATION: dict[str, Any] = {"kind": "torchxrayvision", "mea
 CROPS: tuple[str, ...] = ("none", "center_square")
 """How a radiograph is cropped before it is resized to the input size: ``none`` resizes the whole image,
 ``center_square`` first keeps the largest centred square (torchxrayvision's ``XRayCenterCrop``)."""
+DEFAULT_STORED_SIZE = 256
+"""The smallest stored (cache) size of a radiograph; a larger input size is stored at the input size."""
+OUTPUT_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "softmax")
+"""How logits become probabilities: ``sigmoid`` per label (independent findings), ``softmax`` over the labels
+along the channel axis (one class per voxel)."""
+DEFAULT_OUTPUT_ACTIVATIONS: dict[str, str] = {"cxr": "sigmoid", "vol": "sigmoid", "seg": "softmax"}
+"""The output activation of a card that does not state one, by task."""
+DEFAULT_MIRROR_AXES: dict[int, tuple[int, ...]] = {2: (), 3: (0, 1, 2)}
+"""The mirror axes of a card that does not state them, by spatial dimensions: 3D training mirrored all three
+axes before the field was recorded; 2D models have no mirroring test-time augmentation."""
+LEGACY_EXTRA_FIELDS: tuple[str, ...] = ("stored_size", "mirror_axes")
+"""Fields that cards written before they were typed kept in ``extra``; they are read from there."""
 
 # Fields a caller may override in ``create_model(name, **overrides)``; the rest
-# (name, task, spatial_dims, gradcam_layer, architecture_revision) are fixed by the architecture.
+# (name, task, spatial_dims, gradcam_layer, architecture_revision, output_activation) are fixed by the
+# architecture and its task.
 OVERRIDABLE_FIELDS: tuple[str, ...] = (
     "labels", "in_channels", "input_size", "spacing", "normalization", "thresholds",
-    "training_data_fingerprint", "extra", "crop",
+    "training_data_fingerprint", "extra", "crop", "stored_size", "mirror_axes",
 )
 
 
@@ -49,7 +62,10 @@ class ModelCard:
         name: The registry name; ``create_model(card.name)`` rebuilds the architecture.
         task: ``"cxr"`` (2D multi-label classifier), ``"seg"`` or ``"vol"``.
         labels: Output names in output order (one logit / channel each).
-        in_channels: Input channels the first layer takes.
+        in_channels: Input channels the first layer takes. A radiograph is one gray
+            channel; its preprocessing (:func:`medres.transforms.cxr.preprocess_for_model`)
+            repeats it into each of them, e.g. 3 for a network that keeps an ImageNet
+            head. A volume brings one channel per modality (no expansion).
         spatial_dims: 2 for radiographs, 3 for volumes.
         input_size: The spatial size preprocessing resizes or crops to.
         spacing: Target voxel spacing in mm for volumes; ``None`` for radiographs.
@@ -74,6 +90,24 @@ class ModelCard:
         extra: Free-form data, including fields from newer card versions.
         crop: How a 2D image is cropped before resizing (one of :data:`CROPS`). Cards
             written before the field existed are ``"none"``: the whole image is resized.
+        stored_size: The square size a radiograph is stored at (the preprocessing cache,
+            ``to_stored``) before it is resized to ``input_size``; ``None`` for volumes.
+            Cards that do not state it (registry defaults, cards written before the
+            field existed without ``extra["stored_size"]``) get
+            ``max(DEFAULT_STORED_SIZE, *input_size)``; older cards kept it in
+            ``extra["stored_size"]``, which is read. Overriding ``input_size`` without
+            it derives it again.
+        mirror_axes: Spatial axes (0-based, in the array's axis order) the model was
+            trained to be mirror-invariant along: training flips them, test-time
+            augmentation averages over flipped copies along them. Cards that do not
+            state it get ``(0, 1, 2)`` for volumes (what 3D training did before the
+            axes were recorded) and ``()`` for radiographs; older cards kept it in
+            ``extra["mirror_axes"]``, which is read.
+        output_activation: How logits become probabilities (one of
+            :data:`OUTPUT_ACTIVATIONS`): ``sigmoid`` per label for the multi-label
+            classifiers (``cxr``, ``vol``), ``softmax`` over the labels for
+            segmentation (``seg``), which is also the default by task for cards that
+            do not state it. ``softmax`` needs at least two labels.
     """
 
     name: str
@@ -91,6 +125,9 @@ class ModelCard:
     architecture_revision: int = 1
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
     crop: str = "none"
+    stored_size: int | None = None
+    mirror_axes: tuple[int, ...] | None = None
+    output_activation: str | None = None
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ so JSON lists become tuples
@@ -103,7 +140,29 @@ class ModelCard:
         set_field(self, "normalization", dict(_as_mapping(self.normalization, "normalization")))
         set_field(self, "extra", dict(_as_mapping(self.extra, "extra")))
         set_field(self, "thresholds", _complete_thresholds(self.labels, self.thresholds))
+        self._fill_input_contract()
         self._validate()
+
+    def _fill_input_contract(self) -> None:
+        """Read legacy ``extra`` entries into their typed fields, then fill unstated fields with the defaults."""
+        set_field = object.__setattr__
+        for name in LEGACY_EXTRA_FIELDS:
+            if name not in self.extra:
+                continue
+            legacy = self.extra.pop(name)  # self.extra is this card's own copy
+            stated = getattr(self, name)
+            if stated is None:
+                set_field(self, name, legacy)
+            elif _comparable(stated) != _comparable(legacy):
+                raise InvalidModelCardError(f"{name} is {stated!r} but extra[{name!r}] says {legacy!r}; "
+                                            f"keep only the {name} field")
+        if self.stored_size is None and self.spatial_dims == 2:
+            set_field(self, "stored_size", max(DEFAULT_STORED_SIZE, *self.input_size))
+        if self.mirror_axes is None:
+            set_field(self, "mirror_axes", DEFAULT_MIRROR_AXES.get(self.spatial_dims, ()))
+        set_field(self, "mirror_axes", _as_axes(self.mirror_axes))
+        if self.output_activation is None:
+            set_field(self, "output_activation", DEFAULT_OUTPUT_ACTIVATIONS.get(self.task))
 
     def _validate(self) -> None:
         if self.task not in TASKS:
@@ -123,6 +182,22 @@ class ModelCard:
                                         f"{self.architecture_revision!r}")
         if self.crop not in CROPS:
             raise InvalidModelCardError(f"crop {self.crop!r} is not one of {', '.join(CROPS)}")
+        self._validate_input_contract()
+
+    def _validate_input_contract(self) -> None:
+        if self.spatial_dims == 2 and not _is_positive_integer(self.stored_size):
+            raise InvalidModelCardError(f"stored_size must be a positive integer, got {self.stored_size!r}")
+        if self.spatial_dims == 3 and self.stored_size is not None:
+            raise InvalidModelCardError(f"stored_size applies to radiographs only; a volume card has none, "
+                                        f"got {self.stored_size!r}")
+        if any(axis >= self.spatial_dims for axis in self.mirror_axes):
+            raise InvalidModelCardError(f"mirror_axes {self.mirror_axes} must be spatial axes below "
+                                        f"{self.spatial_dims}")
+        if self.output_activation not in OUTPUT_ACTIVATIONS:
+            raise InvalidModelCardError(f"output_activation {self.output_activation!r} is not one of "
+                                        f"{', '.join(OUTPUT_ACTIVATIONS)}")
+        if self.output_activation == "softmax" and len(self.labels) < 2:
+            raise InvalidModelCardError(f"a softmax output needs at least two labels, got {self.labels}")
 
     def to_json(self) -> str:
         """The card as a JSON object (sorted keys, so equal cards give equal text)."""
@@ -162,7 +237,10 @@ class ModelCard:
         """A copy with some fields replaced, as ``create_model(name, **overrides)`` needs.
 
         When ``labels`` change and ``thresholds`` are not given, thresholds are
-        rebuilt for the new labels (0.5 each) instead of keeping stale ones.
+        rebuilt for the new labels (0.5 each) instead of keeping stale ones; when
+        ``input_size`` changes and ``stored_size`` is not given, the stored size is
+        derived again from the new input size. A legacy entry of an ``extra``
+        override (``extra={"stored_size": 512}``) sets its typed field.
 
         Raises:
             UsageError: An override names a field fixed by the architecture or no
@@ -176,6 +254,14 @@ class ModelCard:
             )
         if "labels" in overrides and "thresholds" not in overrides:
             overrides["thresholds"] = {}
+        if "extra" in overrides:
+            extra = dict(_as_mapping(overrides["extra"], "extra"))
+            for name in LEGACY_EXTRA_FIELDS:
+                if name in extra and name not in overrides:
+                    overrides[name] = extra.pop(name)
+            overrides["extra"] = extra
+        if "input_size" in overrides and "stored_size" not in overrides:
+            overrides["stored_size"] = None
         return dataclasses.replace(self, **overrides)
 
 
@@ -191,6 +277,30 @@ def _as_sequence(value: Any, field_name: str) -> Sequence[Any]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidModelCardError(f"{field_name} must be a list or tuple, got {value!r}")
     return value
+
+
+def _as_axes(value: Any) -> tuple[int, ...]:
+    """Mirror axes as a tuple of distinct non-negative integers (a JSON list becomes a tuple)."""
+    axes = tuple(_as_sequence(value, "mirror_axes"))
+    if not all(_is_integer(axis) and axis >= 0 for axis in axes):
+        raise InvalidModelCardError(f"mirror_axes must be non-negative integers, got {value!r}")
+    if len(set(axes)) != len(axes):
+        raise InvalidModelCardError(f"mirror_axes must not repeat an axis, got {value!r}")
+    return axes
+
+
+def _is_integer(value: Any) -> bool:
+    """An ``int`` that is not a ``bool`` (JSON ``true`` is not a size)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_integer(value: Any) -> bool:
+    return _is_integer(value) and value >= 1
+
+
+def _comparable(value: Any) -> Any:
+    """A field value in a form where a JSON list and a tuple compare equal."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def _as_mapping(value: Any, field_name: str) -> Mapping[str, Any]:

@@ -3,7 +3,8 @@
 Every network is a MONAI network (``DenseNet121``, ``ResNet``); the only layers
 written here are the two bottleneck variants MONAI lacks (wide and
 pre-activation). Outputs are logits in :data:`CXR14_LABELS` order: the sigmoid
-belongs to the loss and to scoring, not to the model.
+(the card's default ``output_activation`` for ``cxr``) belongs to the loss and
+to inference, not to the model.
 
 ResNets use a stride-2 7x7 stem like torchvision and CheXNet (MONAI's default
 stride 1 costs 4x the FLOPs at 224x224) and bias-free shortcut projections, so

@@ -1,8 +1,11 @@
 """3D models: the residual U-Net for segmentation ("seg") and ResNet volume classifiers ("vol").
 
 Segmentation networks output one logit channel per card label, background
-first (softmax belongs to the loss and to inference). Classifiers output one
-logit per volume-level label (sigmoid in the loss and in scoring).
+first (softmax, the card's ``output_activation`` for ``seg``, belongs to the
+loss and to inference). Classifiers output one logit per volume-level label
+(sigmoid, the card's ``output_activation`` for ``vol``, in the loss and in
+inference). Both cards default to ``mirror_axes=(0, 1, 2)``; training records
+the axes it mirrored.
 
 The card's ``spacing`` and ``normalization`` are placeholders here; training
 replaces them with the data set's fingerprint (median spacing, CT foreground

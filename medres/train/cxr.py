@@ -16,10 +16,11 @@ from medres.data.cxr_dataset import CxrDataset, StoredImageCache, table_fingerpr
 from medres.errors import UsageError
 from medres.inference import predict_dataset
 from medres.metrics import per_label_metrics
-from medres.models import create_model, load_weights
+from medres.models import create_model, pretrained
+from medres.models.card import DEFAULT_STORED_SIZE
 from medres.runtime import is_main_process
 from medres.train.loop import TrainConfig, fit, seed_everything
-from medres.transforms.cxr import DEFAULT_STORED_SIZE, Augmentation, CxrInputTransform
+from medres.transforms.cxr import Augmentation, CxrInputTransform
 
 LOGGER = logging.getLogger(__name__)
 
@@ -51,30 +52,40 @@ class CxrTrainConfig:
 
 
 def build_model(config: CxrTrainConfig, index: ChestXray14Index, stored_size: int) -> nn.Module:
-    """The registry model with a card that records the data and preprocessing it is trained with."""
-    overrides = {"training_data_fingerprint": table_fingerprint(index.table),
-                 "extra": {"stored_size": stored_size, "split_method": index.split_method}}
+    """The registry model with a card that records the data and preprocessing it is trained with.
+
+    Args:
+        stored_size: The size images are stored at during training (:func:`training_stored_size`);
+            the card records it, and the datasets read it from there.
+    """
+    overrides = {"training_data_fingerprint": table_fingerprint(index.table), "stored_size": stored_size,
+                 "extra": {"split_method": index.split_method}}
     if config.input_size:
         overrides["input_size"] = (config.input_size, config.input_size)
     seed_everything(config.loop.seed, config.loop.deterministic)  # same initial weights for the same seed
     model = create_model(config.model, **overrides)
     if config.init:
-        load_weights(model, config.init, strict=True)
+        pretrained.initialise_weights(model, config.init, strict=True)
     return model
 
 
+def training_stored_size(cache: StoredImageCache | None) -> int:
+    """The stored size of a training run: the prepared cache's, else :data:`DEFAULT_STORED_SIZE`."""
+    return cache.size if cache is not None else DEFAULT_STORED_SIZE
+
+
 def make_datasets(config: CxrTrainConfig, index: ChestXray14Index, card) -> tuple[CxrDataset, CxrDataset]:
+    """Train and val datasets that store images as ``card`` says (its ``stored_size`` and ``crop``)."""
     cache = StoredImageCache(config.cache) if config.cache else None
     table = index.table
     if cache is not None and cache.failed:
         LOGGER.warning("%d images could not be decoded when the cache was prepared; they are left out",
                        len(cache.failed))
         table = table[table["image"].isin(cache.row_of)]
-    stored = cache.size if cache is not None else DEFAULT_STORED_SIZE
     augmentation = Augmentation() if config.augment else None
     train = CxrDataset(table[table["split"] == "train"], CxrInputTransform(card, augmentation, config.loop.seed),
-                       cache, stored)
-    val = CxrDataset(table[table["split"] == "val"], CxrInputTransform(card), cache, stored)
+                       cache)
+    val = CxrDataset(table[table["split"] == "val"], CxrInputTransform(card), cache)
     if len(train) == 0 or len(val) == 0:
         raise UsageError(f"need images in both train and val splits, got {len(train)} and {len(val)}",
                          path=config.data)
@@ -110,7 +121,7 @@ def train_cxr(config: CxrTrainConfig, resume: bool = False) -> Path:
     run_dir = Path(config.out)
     index = load_chestxray14(config.data, val_fraction=config.val_fraction, seed=config.split_seed)
     cache = StoredImageCache(config.cache) if config.cache else None
-    model = build_model(config, index, cache.size if cache is not None else DEFAULT_STORED_SIZE)
+    model = build_model(config, index, training_stored_size(cache))
     train, val = make_datasets(config, index, model.card)
     loss = bce_loss(train.labels, config.class_weighted)
     if is_main_process():

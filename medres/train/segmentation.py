@@ -28,7 +28,7 @@ from medres.data.volumes import VolumeCase, VolumeDataset, load_volume_dataset
 from medres.errors import UsageError
 from medres.inference import sliding_window_logits
 from medres.metrics import dice
-from medres.models import create_model, load_weights
+from medres.models import create_model, pretrained
 from medres.runtime import is_main_process
 from medres.train.loop import TrainConfig, fit, seed_everything
 
@@ -99,9 +99,8 @@ def build_seg_model(config: SegTrainConfig, dataset: VolumeDataset, fingerprint:
     overrides = {"labels": dataset.labels, "in_channels": len(dataset.channel_names),
                  "spacing": tuple(config.spacing or fingerprint.median_spacing),
                  "normalization": fingerprint.normalization,
-                 "training_data_fingerprint": fingerprint.files_hash,
-                 "extra": {"mirror_axes": list(config.mirror_axes), "modality": dataset.modality,
-                           "channel_names": list(dataset.channel_names)}}
+                 "training_data_fingerprint": fingerprint.files_hash, "mirror_axes": tuple(config.mirror_axes),
+                 "extra": {"modality": dataset.modality, "channel_names": list(dataset.channel_names)}}
     if config.patch_size:
         overrides["input_size"] = tuple(config.patch_size)
     seed_everything(config.loop.seed, config.loop.deterministic)  # same initial weights for the same seed
@@ -113,7 +112,7 @@ def build_seg_model(config: SegTrainConfig, dataset: VolumeDataset, fingerprint:
         raise UsageError(f"patch size {model.card.input_size} must be a multiple of {divisor} along every axis for "
                          f"{config.model} (its encoder halves the size {int(np.log2(divisor))} times)")
     if config.init:
-        load_weights(model, config.init, strict=True)
+        pretrained.initialise_weights(model, config.init, strict=True)
     return model
 
 
@@ -162,7 +161,7 @@ def train_seg(config: SegTrainConfig, resume: bool = False) -> Path:
     store = PreprocessedCases(config.cache_root(), model.card, [*train_cases, *val_cases])
     store.ensure(len(dataset.labels), progress=show)
     patches = SegmentationPatchDataset(store, [case.case_id for case in train_cases], model.card.input_size,
-                                       config.patches_per_epoch, config.foreground_fraction, config.mirror_axes,
+                                       config.patches_per_epoch, config.foreground_fraction, model.card.mirror_axes,
                                        config.loop.seed)
     loss = SegmentationLoss()
     if is_main_process():

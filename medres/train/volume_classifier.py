@@ -25,7 +25,7 @@ from medres.data.volumes import VOLUME_LABELS_FILE, VolumeDataset, load_volume_d
 from medres.errors import UsageError
 from medres.inference import predict_dataset
 from medres.metrics import per_label_metrics
-from medres.models import create_model, load_weights
+from medres.models import create_model, pretrained
 from medres.runtime import is_main_process
 from medres.train.cxr import bce_loss
 from medres.train.loop import TrainConfig, fit, seed_everything
@@ -77,7 +77,7 @@ def build_vol_model(config: VolTrainConfig, dataset: VolumeDataset, label_names:
     overrides = {"labels": label_names, "in_channels": len(dataset.channel_names),
                  "spacing": tuple(config.spacing or fingerprint.median_spacing),
                  "normalization": fingerprint.normalization, "training_data_fingerprint": fingerprint.files_hash,
-                 "extra": {"modality": dataset.modality, "mirror_axes": list(config.mirror_axes)}}
+                 "mirror_axes": tuple(config.mirror_axes), "extra": {"modality": dataset.modality}}
     if config.input_size:
         overrides["input_size"] = tuple(config.input_size)
     seed_everything(config.loop.seed, config.loop.deterministic)  # same initial weights for the same seed
@@ -85,7 +85,7 @@ def build_vol_model(config: VolTrainConfig, dataset: VolumeDataset, label_names:
     if model.card.task != "vol":
         raise UsageError(f"model {config.model!r} is a {model.card.task!r} model; pick a vol model such as resnet3d_18")
     if config.init:
-        load_weights(model, config.init, strict=False)
+        pretrained.initialise_weights(model, config.init, strict=False)
     return model
 
 
@@ -102,7 +102,7 @@ def train_vol(config: VolTrainConfig, resume: bool = False) -> Path:
     store.ensure(len(dataset.labels), progress=show)
     input_size = model.card.input_size
     train = VolumeClassificationDataset(store, [case.case_id for case in train_cases], targets, input_size,
-                                        config.mirror_axes, config.loop.seed)
+                                        model.card.mirror_axes, config.loop.seed)
     val = VolumeClassificationDataset(store, [case.case_id for case in val_cases], targets, input_size)
     loss = bce_loss(train.labels, class_weighted=False)
     if is_main_process():

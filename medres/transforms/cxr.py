@@ -10,7 +10,13 @@ Two stages, so that every source gives the same tensors:
    app compute on the fly.
 2. ``CxrInputTransform(card)``: uint8 ``(S, S)`` -> float in [0, 1] -> resized to
    the card's input size -> normalised as the card says, with optional
-   training augmentation (flip, small rotation/scale) seeded per sample.
+   training augmentation (flip, small rotation/scale) seeded per sample ->
+   the gray channel repeated into the card's ``in_channels`` (3 for a network
+   that keeps an ImageNet head).
+
+Both take their settings from the card's typed fields (``stored_size``,
+``crop``, ``input_size``, ``normalization``, ``in_channels``) and nothing
+else: :func:`preprocess_for_model` chains them for one decoded radiograph.
 
 Training, evaluation, scoring and the review app all call these two, so their
 preprocessing cannot drift apart.
@@ -28,7 +34,6 @@ from monai.transforms import ScaleIntensity
 from medres.errors import InvalidModelCardError
 from medres.models.card import CROPS, ModelCard
 
-DEFAULT_STORED_SIZE = 256
 _scale_to_unit = ScaleIntensity(minv=0.0, maxv=1.0)
 
 
@@ -93,10 +98,14 @@ class Augmentation:
 
 
 class CxrInputTransform:
-    """uint8 ``(S, S)`` stored image -> normalised ``(1, H, W)`` float tensor for the model.
+    """uint8 ``(S, S)`` stored image -> normalised ``(C, H, W)`` float tensor for the model.
+
+    ``C`` is the card's ``in_channels``: the gray image repeated into each
+    channel, after augmentation, so every channel sees the same flip.
 
     Args:
-        card: The model card: input size and normalisation come from it.
+        card: The model card: input size, normalisation and channel count come from it
+            (kept as ``self.card``, so a dataset can store images as the same card says).
         augmentation: ``None`` for evaluation and scoring.
         seed: Base seed; augmentation for sample ``index`` in ``epoch`` depends
             only on ``(seed, epoch, index)``, so it is identical whichever loader
@@ -104,7 +113,9 @@ class CxrInputTransform:
     """
 
     def __init__(self, card: ModelCard, augmentation: Augmentation | None = None, seed: int = 0):
+        self.card = card
         self.input_size = tuple(card.input_size)
+        self.in_channels = card.in_channels
         self.mean = float(card.normalization.get("mean", 0.0))
         self.std = float(card.normalization.get("std", 1.0))
         self.augmentation = augmentation
@@ -115,7 +126,7 @@ class CxrInputTransform:
         image = resize(image, self.input_size)
         if self.augmentation is not None:
             image = self._augment(image, np.random.default_rng((self.seed, epoch, index)))
-        return (image - self.mean) / self.std
+        return expand_gray_channels((image - self.mean) / self.std, self.in_channels)
 
     def _augment(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         settings = self.augmentation
@@ -129,11 +140,21 @@ class CxrInputTransform:
         return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
 
 
+def expand_gray_channels(gray: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A ``(1, H, W)`` gray image repeated into ``in_channels`` channels (itself when that is 1)."""
+    return gray if in_channels == 1 else gray.expand(in_channels, -1, -1).contiguous()
+
+
 def preprocess_for_model(array: np.ndarray, card: ModelCard) -> torch.Tensor:
-    """One decoded radiograph -> the model's input tensor, as scoring and the app need it."""
-    return CxrInputTransform(card)(to_stored(array, stored_size(card), card.crop))
+    """One decoded radiograph -> the model's ``(in_channels, H, W)`` input, as scoring and the app build it."""
+    return CxrInputTransform(card)(stored_for_card(array, card))
+
+
+def stored_for_card(array: np.ndarray, card: ModelCard) -> np.ndarray:
+    """A decoded radiograph as the card's uint8 stored image (its ``stored_size`` and ``crop``)."""
+    return to_stored(array, card.stored_size, card.crop)
 
 
 def stored_size(card: ModelCard) -> int:
-    """The intermediate (cache) size a model was trained with; recorded in its card."""
-    return int(card.extra.get("stored_size", max(DEFAULT_STORED_SIZE, *card.input_size)))
+    """The card's ``stored_size`` (a typed field; this accessor remains for callers that still use it)."""
+    return card.stored_size

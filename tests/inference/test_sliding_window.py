@@ -70,10 +70,10 @@ def test_out_of_memory_on_the_cpu_is_not_retried():
 
 def test_tta_flips_only_the_axes_the_card_names_and_says_when_there_are_none():
     notes: list[str] = []
-    card = create_model("resunet3d_tiny", labels=PHANTOM_LABELS, extra={"mirror_axes": [0, 2]}).card
+    card = create_model("resunet3d_tiny", labels=PHANTOM_LABELS, mirror_axes=(0, 2)).card
     assert tta_mirror_axes(card, notes) == (0, 2) and not notes
     assert mirror_flips((0, 2)) == [(), (2,), (4,), (2, 4)]
-    plain = create_model("resunet3d_tiny", labels=PHANTOM_LABELS, extra={"mirror_axes": []}).card
+    plain = create_model("resunet3d_tiny", labels=PHANTOM_LABELS, mirror_axes=()).card
     assert tta_mirror_axes(plain, notes) == () and "no effect" in notes[0]
 
 

@@ -34,7 +34,7 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
     """An untrained tiny U-Net with a phantom-like card (its labels are noise, its geometry is not)."""
     torch.manual_seed(0)
     model = create_model("resunet3d_tiny", labels=PHANTOM_LABELS, spacing=(4.0, 4.0, 5.0),
-                         normalization=CT_NORMALIZATION, extra={"mirror_axes": [0, 1, 2]})
+                         normalization=CT_NORMALIZATION, mirror_axes=(0, 1, 2))
     return save_checkpoint(model, tmp_path_factory.mktemp("untrained") / "tiny.safetensors")
 
 
@@ -60,7 +60,7 @@ def test_forward_shapes_follow_the_card(name, labels, output_shape):
 def test_checkpoint_round_trip_keeps_the_volume_card(untrained_checkpoint):
     model = load_checkpoint(untrained_checkpoint)
     assert model.card.spacing == (4.0, 4.0, 5.0) and model.card.normalization == CT_NORMALIZATION
-    assert model.card.labels == PHANTOM_LABELS and model.card.extra["mirror_axes"] == [0, 1, 2]
+    assert model.card.labels == PHANTOM_LABELS and model.card.mirror_axes == (0, 1, 2)
 
 
 def test_segment_image_survives_an_injected_gpu_out_of_memory(monkeypatch, untrained_checkpoint, phantoms):

@@ -42,7 +42,7 @@ def test_card_records_the_preprocessing(trained_checkpoint):
     card = read_card(trained_checkpoint)
     assert card.labels == PHANTOM_LABELS and card.input_size == (48, 48, 32)
     assert 3.0 < card.spacing[0] < 3.7 and 4.0 < card.spacing[2] < 5.0, "median spacing of the phantoms"
-    assert card.normalization["channels"][0]["kind"] == "ct_clip_zscore" and card.extra["mirror_axes"] == []
+    assert card.normalization["channels"][0]["kind"] == "ct_clip_zscore" and card.mirror_axes == ()
     assert card.training_data_fingerprint
 
 

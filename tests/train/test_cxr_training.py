@@ -47,7 +47,7 @@ def test_trained_chexnet_tiny_reaches_validation_auroc_090(trained_cxr_run, caps
               f"after {len(rows)} epochs")
     assert best >= 0.90
     model = load_checkpoint(trained_cxr_run / "best.safetensors")
-    assert model.card.training_data_fingerprint and model.card.extra["stored_size"] == 128
+    assert model.card.training_data_fingerprint and model.card.stored_size == 128
 
 
 @pytest.mark.slow
