@@ -40,10 +40,10 @@ from torch.utils.data import DataLoader
 
 from medres.data.chestxray14 import load_chestxray14
 from medres.data.cxr_dataset import CxrDataset, prepare_cxr_cache
-from medres.synthetic.chestxray14 import make_chestxray14
 from medres.inference import sliding_window_logits
 from medres.models import create_model
 from medres.runtime import DistributedContext, resolve_precision
+from medres.synthetic.chestxray14 import make_chestxray14
 from medres.train import loop
 from medres.transforms.cxr import Augmentation, CxrInputTransform
 

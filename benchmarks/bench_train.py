@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from medres.data.chestxray14 import load_chestxray14
 from medres.data.cxr_dataset import CxrDataset, prepare_cxr_cache
-from medres.synthetic.chestxray14 import make_chestxray14
 from medres.models import create_model
 from medres.runtime import DistributedContext
+from medres.synthetic.chestxray14 import make_chestxray14
 from medres.train.loop import Progress, TrainConfig, train_one_epoch
 
 

@@ -129,7 +129,8 @@ sorted(str(path.relative_to(EXPORT)) for path in EXPORT.rglob("*.dcm"))
 
 # %%
 SCORES = WORK / "scores"
-medres("score", EXPORT, "--checkpoint", REPORT / "calibrated.safetensors", "--out", SCORES, "--workers", 1, "--no-progress")
+medres("score", EXPORT, "--checkpoint", REPORT / "calibrated.safetensors", "--out", SCORES, "--workers", 1,
+       "--no-progress")
 scores = pd.read_csv(SCORES / "scores.csv")
 scores[["path", "modality", "view", "prob_Effusion", "call_Effusion", "prob_Cardiomegaly"]]
 

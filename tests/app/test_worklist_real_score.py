@@ -12,10 +12,10 @@ import pytest
 from PIL import Image as PILImage
 
 from medres.app import files, worklist
-from medres.synthetic.dicom import projection_dataset, write_dicom
 from medres.errors import InputMovedError
 from medres.io import read_image
 from medres.models import CXR14_LABELS, read_card
+from medres.synthetic.dicom import projection_dataset, write_dicom
 from tests.app.conftest import REPO, messages, run_score
 
 SAMPLES = REPO / "sample_data"

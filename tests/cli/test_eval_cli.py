@@ -19,9 +19,9 @@ from sklearn.metrics import roc_auc_score
 
 from medres.cli.main import main
 from medres.data.chestxray14 import LABELS, load_chestxray14
-from medres.synthetic.chestxray14 import make_chestxray14
 from medres.metrics import MetricUndefinedWarning, choose_thresholds
 from medres.models import checkpoint_sha256, create_model, load_checkpoint, read_card, save_checkpoint
+from medres.synthetic.chestxray14 import make_chestxray14
 
 OUTPUT_FILES = ("report.md", "metrics.json", "roc_curves.png", "reliability.png", "predictions.csv",
                 "calibrated.safetensors", "localisation.csv", "localisation_gallery.png")

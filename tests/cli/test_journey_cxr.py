@@ -18,8 +18,8 @@ import pytest
 
 from medres.cli.main import main
 from medres.data.chestxray14 import load_chestxray14
-from medres.synthetic.dicom import SYNTHETIC_IDENTIFIERS, radiograph_from_png
 from medres.models import checkpoint_sha256, load_checkpoint, read_card
+from medres.synthetic.dicom import SYNTHETIC_IDENTIFIERS, radiograph_from_png
 
 N_SCORED_IMAGES = 8
 CALLS_AMBIGUOUS_WITHIN = 1e-6  # scores.csv rounds probabilities to 6 decimals; calls use the unrounded ones

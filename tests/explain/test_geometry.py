@@ -10,7 +10,6 @@ from medres.explain.geometry import FeatureGrid, feature_grid, sample_maps
 from medres.models import create_model
 
 
-
 @pytest.mark.parametrize(("name", "stride", "offset"), [
     ("chexnet_resnet50", 32.0, 0.0), ("chexnet_tiny", 8.0, 0.0), ("chexnet_densenet121", 32.0, 14.0),
 ])

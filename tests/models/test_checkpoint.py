@@ -309,7 +309,8 @@ def test_weights_for_another_architecture_revision_are_refused(tmp_path, trained
     """chexnet_tiny revision 1 (stride 32, average pooling) had the same tensors: its weights must not load silently."""
     card = dataclasses.replace(trained_tiny_model.card, architecture_revision=stored_revision)
     path = save_checkpoint(trained_tiny_model, tmp_path / "other_revision.safetensors", card)
-    with pytest.raises(CheckpointMismatchError, match=f"revision {stored_revision} of 'chexnet_tiny'.*{advice}") as caught:
+    expected = f"revision {stored_revision} of 'chexnet_tiny'.*{advice}"
+    with pytest.raises(CheckpointMismatchError, match=expected) as caught:
         load_checkpoint(path)
     assert caught.value.reason == "checkpoint_mismatch" and str(path) in str(caught.value)
     assert read_card(path).architecture_revision == stored_revision  # the card itself still reads

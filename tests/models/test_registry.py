@@ -10,8 +10,15 @@ import torch
 from torch import nn
 
 from medres.errors import InvalidModelCardError, UnknownModelError, UsageError
-from medres.models import CXR14_LABELS, DEFAULT_CXR_MODEL, ModelCard, create_model, list_models, register_model
-from medres.models import registry
+from medres.models import (
+    CXR14_LABELS,
+    DEFAULT_CXR_MODEL,
+    ModelCard,
+    create_model,
+    list_models,
+    register_model,
+    registry,
+)
 
 EXPECTED_CXR_MODELS = {
     "chexnet_densenet121", "chexnet_resnet50", "chexnet_resnet101", "chexnet_resnet152",

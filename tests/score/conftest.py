@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from medres.synthetic.dicom import projection_dataset, write_dicom
-from medres.synthetic.chestxray14 import make_chestxray14
 from medres.models import create_model, save_checkpoint
 from medres.score.outputs import read_table
+from medres.synthetic.chestxray14 import make_chestxray14
+from medres.synthetic.dicom import projection_dataset, write_dicom
 
 IDENTIFIERS = {
     "PatientName": "Zyxwvut^Quentinius",

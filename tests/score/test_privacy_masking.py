@@ -7,9 +7,9 @@ import re
 import numpy as np
 
 from medres.cli.main import main
-from medres.synthetic.dicom import projection_dataset, write_dicom
 from medres.errors import CorruptError, TruncatedError
 from medres.score.privacy import identifying_values, redact, redacted_message
+from medres.synthetic.dicom import projection_dataset, write_dicom
 from tests.score.conftest import KEY, table_rows, write_synthetic_dicoms
 
 SHORT_IDENTIFIERS = {"PatientName": "pre", "PatientID": "a", "AccessionNumber": "CT"}

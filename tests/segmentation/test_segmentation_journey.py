@@ -16,11 +16,11 @@ import pytest
 from nibabel.orientations import axcodes2ornt, ornt_transform
 
 from medres.cli.main import main
-from medres.synthetic.phantoms import PHANTOM_LABELS
 from medres.data.volumes import load_volume_dataset
 from medres.io import read_image
 from medres.io.geometry import LPS_TO_RAS
 from medres.models import read_card
+from medres.synthetic.phantoms import PHANTOM_LABELS
 
 MINIMUM_HELD_OUT_DICE = 0.85
 

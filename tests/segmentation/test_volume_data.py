@@ -10,11 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medres.synthetic.phantoms import PHANTOM_LABELS, make_ct_phantoms
 from medres.data.volume_cache import PreprocessedCases, compute_fingerprint
 from medres.data.volumes import label_volume, load_volume_dataset, read_case, read_volume_labels
 from medres.errors import DatasetLayoutError, GeometryMismatchError, UnknownLabelError
 from medres.models import create_model
+from medres.synthetic.phantoms import PHANTOM_LABELS, make_ct_phantoms
 from medres.transforms.volume import (
     normalize_intensities,
     prepare_label,

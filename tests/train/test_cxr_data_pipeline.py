@@ -7,8 +7,8 @@ import torch
 
 from medres.data.chestxray14 import load_chestxray14
 from medres.data.cxr_dataset import CxrDataset, prepare_cxr_cache
-from medres.synthetic.chestxray14 import make_chestxray14
 from medres.models import create_model
+from medres.synthetic.chestxray14 import make_chestxray14
 from medres.train.cxr import bce_loss
 from medres.transforms.cxr import Augmentation, CxrInputTransform
 

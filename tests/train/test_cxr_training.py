@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from medres.cli.main import main
-from medres.synthetic.chestxray14 import make_chestxray14
 from medres.models import create_model, load_checkpoint, read_card, save_checkpoint
+from medres.synthetic.chestxray14 import make_chestxray14
 from medres.train.loop import NonFiniteLossError, TrainConfig, fit
 
 BIN = Path(sys.executable).parent
