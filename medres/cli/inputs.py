@@ -9,6 +9,13 @@ folder is wanted ``usage``, and a checkpoint that is not safetensors
 within a second and before any data or model is loaded. What only a command
 knows (a ChestX-ray14 layout, a model card's task) it checks itself.
 
+A training run's ``--init`` is not a checkpoint argument: it takes the words
+``imagenet`` and ``none``, or a file that is checked here only to exist; the
+command then reads it with the importers of published weights, which
+rebuild tensors from a pickle without running it (see
+:mod:`medres.models.pretrained`). Every ``--checkpoint`` still refuses every
+pickle.
+
 Output arguments (``--out``, a training run's working ``--cache``) are not
 listed: they need not exist yet.
 """
@@ -25,6 +32,8 @@ FOLDER = "folder"  # an existing, readable folder with at least one file somewhe
 IMAGE = "image"  # an image file, or a folder holding one (a DICOM series): exists, and not an empty folder
 CHECKPOINT = "checkpoint"  # a .safetensors file, proven by its header (nothing is unpickled)
 FILE = "file"  # an existing, readable file (a CSV, a split file)
+INITIAL_WEIGHTS = "initial_weights"  # imagenet, none, or an existing file of weights (read safely by the command)
+INIT_WORDS = ("imagenet", "none")  # medres.models.pretrained.INIT_KEYWORDS (not imported: the check stays light)
 
 INPUT_ARGUMENTS: dict[tuple[str, ...], dict[str, str]] = {
     ("app",): {"checkpoint": CHECKPOINT, "seg_checkpoint": CHECKPOINT, "root": FOLDER},
@@ -36,9 +45,9 @@ INPUT_ARGUMENTS: dict[tuple[str, ...], dict[str, str]] = {
     ("prepare", "cxr"): {"data": FOLDER},
     ("score",): {"checkpoint": CHECKPOINT, "input_dir": FOLDER},
     ("segment",): {"checkpoint": CHECKPOINT, "input": IMAGE},
-    ("train", "cxr"): {"init": CHECKPOINT, "resume": FOLDER, "data": FOLDER, "cache": FOLDER},
-    ("train", "seg"): {"init": CHECKPOINT, "resume": FOLDER, "data": FOLDER},
-    ("train", "vol"): {"init": CHECKPOINT, "resume": FOLDER, "data": FOLDER, "labels": FILE},
+    ("train", "cxr"): {"init": INITIAL_WEIGHTS, "resume": FOLDER, "data": FOLDER, "cache": FOLDER},
+    ("train", "seg"): {"init": INITIAL_WEIGHTS, "resume": FOLDER, "data": FOLDER},
+    ("train", "vol"): {"init": INITIAL_WEIGHTS, "resume": FOLDER, "data": FOLDER, "labels": FILE},
 }
 """Subcommand (as typed, e.g. ``("train", "cxr")``) -> {argument destination: kind}, checked in this order
 (checkpoints first: a pickle is refused before anything else is looked at)."""
@@ -59,9 +68,14 @@ def check_inputs(command: tuple[str, ...], args: argparse.Namespace) -> None:
             CHECKS[kind](Path(value), option_name(destination))
 
 
+POSITIONAL_ARGUMENTS = frozenset({"path", "input", "input_dir", "file"})
+
+
 def option_name(destination: str) -> str:
     """How the user typed the argument: ``--seg-checkpoint`` for ``seg_checkpoint``, ``PATH`` for ``path``."""
-    return destination.upper() if destination in ("path", "input", "input_dir", "file") else "--" + destination.replace("_", "-")
+    if destination in POSITIONAL_ARGUMENTS:
+        return destination.upper()
+    return "--" + destination.replace("_", "-")
 
 
 def require_folder(path: Path, option: str) -> None:
@@ -94,10 +108,17 @@ def require_file(path: Path, option: str) -> None:
 
 def require_checkpoint(path: Path, option: str) -> None:
     """A complete safetensors file, proven from its header; pickles and text files are refused by name."""
-    from medres.models.checkpoint import check_safetensors_file
+    from medres.io.safetensors_header import check_safetensors_file
 
     require_file(path, option)
     check_safetensors_file(path)
+
+
+def require_initial_weights(path: Path, option: str) -> None:
+    """``imagenet``, ``none``, or an existing, readable file (the command reads it without running it)."""
+    if str(path) in INIT_WORDS:
+        return
+    require_file(path, option)
 
 
 def _require_existing(path: Path, option: str) -> None:
@@ -113,4 +134,5 @@ def _require_some_file(folder: Path, option: str) -> None:
     raise EmptyInputError(f"the folder given as {option} holds no files", path=folder)
 
 
-CHECKS = {FOLDER: require_folder, IMAGE: require_image, CHECKPOINT: require_checkpoint, FILE: require_file}
+CHECKS = {FOLDER: require_folder, IMAGE: require_image, CHECKPOINT: require_checkpoint, FILE: require_file,
+          INITIAL_WEIGHTS: require_initial_weights}

@@ -1,4 +1,4 @@
-"""``medres train cxr``: train a chest X-ray classifier (CheXNet recipe by default); ``seg``/``vol`` in train_volumes."""
+"""``medres train cxr``: train a chest X-ray classifier (CheXNet recipe by default); ``seg``/``vol``: train_volumes."""
 
 from __future__ import annotations
 
@@ -38,7 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cxr.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
     cxr.add_argument("--checkpoint-every", type=int, default=0, help="also save resumable state every N steps")
     cxr.add_argument("--val-fraction", type=float, default=0.1)
-    cxr.add_argument("--init", type=Path, help="initial weights (.safetensors, strict key/shape check)")
+    cxr.add_argument("--init", metavar="imagenet|none|FILE",
+                     help="initial weights. imagenet: torchvision's published ImageNet file for the model, from "
+                     "$TORCH_HOME/hub/checkpoints (downloaded there when online; the default for the CheXNet-recipe "
+                     "models chexnet_densenet121, chexnet_resnet50/101/152, chexnet_wide_resnet50); none: random "
+                     "weights (the default for the others); FILE: any file `medres import-weights` reads (read "
+                     "without running it) or a medres checkpoint (strict key/shape check). MEDRES_OFFLINE=1 never "
+                     "downloads")
     cxr.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     cxr.set_defaults(handler=run_cxr)
     train_volumes.register_seg(tasks)
@@ -46,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_cxr(args: argparse.Namespace) -> int:
+    from medres.models.pretrained import resolve_initialisation
     from medres.train.cxr import CxrTrainConfig, train_cxr
     from medres.train.loop import TrainConfig
 
@@ -58,6 +65,8 @@ def run_cxr(args: argparse.Namespace) -> int:
     else:
         if args.data is None or args.out is None:
             raise UsageError("--data and --out are required (or --resume RUN_DIR)")
+        # A missing ImageNet file (or an unreadable --init FILE) stops the run here, before any data is read.
+        init = resolve_initialisation(args.init, args.model, args.progress)
         loop = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                            precision=args.precision, channels_last=args.channels_last,
                            grad_accumulation=args.grad_accumulation, workers=args.workers, seed=args.seed,
@@ -66,7 +75,7 @@ def run_cxr(args: argparse.Namespace) -> int:
         config = CxrTrainConfig(data=str(args.data), out=str(args.out), model=args.model,
                                 cache=str(args.cache) if args.cache else None, val_fraction=args.val_fraction,
                                 augment=args.augment, class_weighted=args.class_weighted,
-                                init=str(args.init) if args.init else None, input_size=args.input_size, loop=loop)
+                                init=init, input_size=args.input_size, loop=loop)
         run_dir = train_cxr(config)
     print(f"run folder: {run_dir} (best.safetensors, last.safetensors, metrics.csv)")
     return 0

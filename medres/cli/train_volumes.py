@@ -36,7 +36,10 @@ def _add_common(parser: argparse.ArgumentParser, default_model: str, default_epo
     parser.add_argument("--checkpoint-every", type=int, default=0, help="also save resumable state every N steps")
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--cache", type=Path, help="preprocessing cache folder (default: RUN_DIR/preprocessed)")
-    parser.add_argument("--init", type=Path, help="initial weights (.safetensors)")
+    parser.add_argument("--init", metavar="none|FILE",
+                        help="initial weights: none (random, the default), a medres checkpoint, or (train vol) a "
+                        "MedicalNet file such as resnet_18_23dataset.pth, told from its keys and read without "
+                        "running it")
     parser.add_argument("--mirror-axes", type=int, nargs="*", metavar="AXIS",
                         help="mirroring augmentation axes (0 1 2 = R-L, A-P, S-I)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -88,15 +91,19 @@ def _resumed_config(config_class, run_dir: Path):
 
 
 def _common_fields(args: argparse.Namespace) -> dict:
+    from medres.models.pretrained import resolve_initialisation
+
     if args.data is None or args.out is None:
         raise UsageError("--data and --out are required (or --resume RUN_DIR)")
     fields = {"data": str(args.data), "out": str(args.out), "model": args.model, "val_fraction": args.val_fraction,
               "spacing": tuple(args.spacing) if args.spacing else None,
-              "cache": str(args.cache) if args.cache else None, "init": str(args.init) if args.init else None}
+              "cache": str(args.cache) if args.cache else None}
     if args.mirror_axes is not None:
         if not set(args.mirror_axes) <= {0, 1, 2}:
             raise UsageError(f"--mirror-axes takes spatial axes 0, 1, 2 (R-L, A-P, S-I), got {args.mirror_axes}")
         fields["mirror_axes"] = tuple(args.mirror_axes)
+    # The --init file is read (without running it) before any data, so a bad one stops the run at once.
+    fields["init"] = resolve_initialisation(args.init, args.model, args.progress)
     return fields
 
 

@@ -249,15 +249,10 @@ def maps_on_original(result: CamResult, position: int, shape: tuple[int, int], c
 
     With ``crop="center_square"`` the model saw only the image's centred
     square: the map is sampled onto that square and placed there; pixels the
-    model never saw get 0 (no evidence).
+    model never saw get 0 (no evidence). :meth:`CamResult.on_original` does it
+    (:func:`medres.explain.region_seen_by_model`, the one place the crop is undone).
     """
-    if getattr(card, "crop", "none") != "center_square" or shape[0] == shape[1]:
-        return result.on_original(position, shape, normalized=normalized)[0]
-    side = min(shape)
-    top, left = shape[0] // 2 - side // 2, shape[1] // 2 - side // 2
-    cam = np.zeros(shape, dtype=np.float32)
-    cam[top:top + side, left:left + side] = result.on_original(position, (side, side), normalized=normalized)[0]
-    return cam
+    return result.on_original(position, shape, normalized=normalized, crop=card.crop)[0]
 
 
 def centre_map(shape: tuple[int, int]) -> np.ndarray:

@@ -17,6 +17,7 @@ from medres.explain.gradcam import (
     explain,
     map_to_original,
     reference_scale,
+    region_seen_by_model,
     resolve_targets,
 )
 from medres.explain.quality import (
@@ -43,6 +44,7 @@ __all__ = [
     "pointing_game",
     "random_regions",
     "reference_scale",
+    "region_seen_by_model",
     "resolve_targets",
     "sample_maps",
     "top_region",

@@ -31,8 +31,10 @@ Geometry: each feature cell is placed at its receptive-field centre on the
 input, measured per architecture (:mod:`medres.explain.geometry`; for the
 ResNets that is half a cell away from where plain upsampling puts it), and
 :meth:`CamResult.on_original` samples the same cells onto the original
-radiograph's pixels by undoing the preprocessing's full-field resize. Results
-are returned on the CPU.
+radiograph's pixels by undoing the preprocessing: its full-field resize, and
+the card's crop (``crop="center_square"``: the model saw the largest centred
+square, so the map covers that square and is 0, no evidence, beside it;
+:func:`region_seen_by_model`). Results are returned on the CPU.
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medres.errors import UnknownLabelError, UsageError
+from medres.errors import InvalidModelCardError, UnknownLabelError, UsageError
 from medres.explain.geometry import FeatureGrid, feature_grid, sample_maps
 from medres.inference import output_activation
+from medres.models.card import CROPS
+from medres.transforms.cxr import center_square_box
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 SCALES: tuple[str, ...] = ("probability", "reference")
@@ -75,6 +79,8 @@ class CamResult:
         method: ``"gradcam"`` or ``"gradcam++"``.
         scale: ``"probability"`` or ``"reference"``.
         grid: Where feature cells sit on the input (used to map onto other grids).
+        crop: The card's ``crop`` the inputs were made with: which part of the
+            original image the maps cover (see :func:`region_seen_by_model`).
     """
 
     feature_maps: torch.Tensor
@@ -87,24 +93,30 @@ class CamResult:
     method: str
     scale: str
     grid: FeatureGrid
+    crop: str = "none"
 
     def target_names(self, index: int) -> list[str]:
         """Label names of image ``index``'s maps, in map order."""
         return [self.labels[int(target)] for target in self.targets[index]]
 
-    def on_original(self, index: int, original_shape: tuple[int, int], normalized: bool = True) -> np.ndarray:
+    def on_original(self, index: int, original_shape: tuple[int, int], normalized: bool = True,
+                    crop: str | None = None) -> np.ndarray:
         """Image ``index``'s maps, ``(K, rows, cols)``, on the original radiograph's pixel grid.
 
         Args:
             index: Position of the image in the batch.
-            original_shape: ``(rows, cols)`` of the image before preprocessing.
+            original_shape: ``(rows, cols)`` of the image before preprocessing (or
+                the aspect-kept size it is displayed at).
             normalized: Normalised maps (for display) or raw ones (for measuring).
+            crop: The crop the input was made with; default: the model card's
+                (:attr:`crop`). Pixels outside what the model saw are 0.
         """
+        top, left, rows, cols = region_seen_by_model(original_shape, self.crop if crop is None else crop)
         input_size = tuple(self.maps.shape[-2:])
-        maps = sample_maps(self.feature_maps[index], self.grid, input_size, tuple(original_shape))
+        maps = sample_maps(self.feature_maps[index], self.grid, input_size, (rows, cols))
         if normalized:
             maps = (maps * self.display_scale[index][:, None, None]).clamp(0.0, 1.0)
-        return maps.numpy()
+        return place_on_original(maps, original_shape, (top, left, rows, cols)).numpy()
 
 
 def explain(
@@ -146,7 +158,7 @@ def explain(
     maps = sample_maps(feature_maps, grid, input_size, input_size)
     factor = display_scale(feature_maps, probabilities.gather(1, target_indices), scale, reference)
     return CamResult(feature_maps, maps, (maps * factor[..., None, None]).clamp(0.0, 1.0), factor, target_indices,
-                     probabilities, tuple(card.labels), method, scale, grid)
+                     probabilities, tuple(card.labels), method, scale, grid, card.crop)
 
 
 def resolve_targets(targets: TargetSpec, labels: Sequence[str], batch_size: int) -> torch.Tensor:
@@ -183,15 +195,51 @@ def reference_scale(result: CamResult, quantile: float = 0.99) -> float:
     return max(float(torch.quantile(peaks, quantile)), EPSILON)
 
 
-def map_to_original(maps: torch.Tensor, original_shape: tuple[int, int]) -> torch.Tensor:
-    """Resize maps ``(..., h, w)`` onto the original image grid ``(rows, cols)``.
+def map_to_original(maps: torch.Tensor, original_shape: tuple[int, int], crop: str = "none") -> torch.Tensor:
+    """Resize maps ``(..., h, w)`` on the model's input grid onto the original image grid ``(rows, cols)``.
 
-    Preprocessing resizes the whole radiograph (no crop, no padding) to the
-    stored square and then to the input size; a chain of full-field resizes
-    with half-pixel centres is one full-field resize, so its inverse is one
-    resize from the map's grid to ``(rows, cols)`` with the same convention.
+    Preprocessing crops the radiograph as the card says (nothing, or its
+    largest centred square), resizes what it kept to the stored square and
+    then to the input size; a chain of full-field resizes with half-pixel
+    centres is one full-field resize, so its inverse is one resize from the
+    map's grid onto the kept region with the same convention, placed where
+    the region lies in the original (0 elsewhere).
     """
-    return _upsample(maps.detach().float(), tuple(int(size) for size in original_shape))
+    region = region_seen_by_model(original_shape, crop)
+    return place_on_original(_upsample(maps.detach().float(), region[2:]), original_shape, region)
+
+
+def region_seen_by_model(original_shape: tuple[int, int], crop: str) -> tuple[int, int, int, int]:
+    """``(top, left, rows, cols)`` of the part of a ``(rows, cols)`` image that preprocessing with ``crop`` keeps.
+
+    The one place the card's crop is undone, for every map placed on an
+    original radiograph (the app, ``eval cxr --localisation``, the box
+    measures): the whole image for ``"none"``, its largest centred square
+    (:func:`medres.transforms.cxr.center_square_box`, where the crop takes it)
+    for ``"center_square"``.
+
+    Raises:
+        InvalidModelCardError: ``crop`` is not one of the card's crops.
+    """
+    rows, cols = (int(size) for size in original_shape)
+    if crop == "none":
+        return 0, 0, rows, cols
+    if crop == "center_square":
+        top, left, side = center_square_box(rows, cols)
+        return top, left, side, side
+    raise InvalidModelCardError(f"crop {crop!r} is not one of {', '.join(CROPS)}")
+
+
+def place_on_original(maps: torch.Tensor, original_shape: tuple[int, int],
+                      region: tuple[int, int, int, int]) -> torch.Tensor:
+    """Maps ``(..., rows, cols)`` of a region set into zeros of ``original_shape`` at ``region``'s place."""
+    shape = tuple(int(size) for size in original_shape)
+    top, left, rows, cols = region
+    if (top, left, rows, cols) == (0, 0, *shape):
+        return maps
+    placed = maps.new_zeros((*maps.shape[:-2], *shape))
+    placed[..., top:top + rows, left:left + cols] = maps
+    return placed
 
 
 def _maps_for_targets(logits: torch.Tensor, activation: torch.Tensor, targets: torch.Tensor,

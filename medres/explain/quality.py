@@ -161,7 +161,8 @@ def evaluate_boxes(
     """Pointing game and IoBB for every box of ``boxes`` (``image, label, x, y, w, h``).
 
     Each image is explained once for all its boxed labels; maps are measured on
-    the image's own pixel grid, where the boxes are.
+    the image's own pixel grid, where the boxes are (with the card's crop
+    undone: outside a centre-square crop a map is 0).
 
     Args:
         model: A registered classifier.
@@ -179,7 +180,7 @@ def evaluate_boxes(
         array = images[name]
         inputs = preprocess_for_model(array, model.card)[None]
         result = explain(model, inputs, targets=[list(group["label"])], method=method)
-        cams = result.on_original(0, tuple(array.shape[-2:]), normalized=False)
+        cams = result.on_original(0, tuple(array.shape[-2:]), normalized=False, crop=model.card.crop)
         for column, box in enumerate(group.itertuples(index=False)):
             region = (box.x, box.y, box.w, box.h)
             rows.append({"image": name, "label": box.label,

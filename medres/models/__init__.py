@@ -8,8 +8,10 @@ MedicalNet) weights.
 
 from __future__ import annotations
 
-from medres.models import classifiers  # noqa: F401  (registers the CXR models)
-from medres.models import volumes  # noqa: F401  (registers the 3D seg/vol models)
+from medres.models import (
+    classifiers,  # noqa: F401  (registers the CXR models)
+    volumes,  # noqa: F401  (registers the 3D seg/vol models)
+)
 from medres.models.card import CXR14_LABELS, ModelCard
 from medres.models.checkpoint import (
     LoadReport,

@@ -24,8 +24,8 @@ MEDRES_EXECUTABLE = Path(sys.executable).parent / "medres"
 ORIGINAL_POPEN = subprocess.Popen
 
 # The kinds of thing an input argument names, and the wrong inputs each kind is given, with the reason expected.
-FOLDER, IMAGE, CXR_CHECKPOINT, SEG_CHECKPOINT, ANY_CHECKPOINT, FILE = (
-    "folder", "image", "cxr_checkpoint", "seg_checkpoint", "any_checkpoint", "file")
+FOLDER, IMAGE, CXR_CHECKPOINT, SEG_CHECKPOINT, ANY_CHECKPOINT, FILE, WEIGHTS = (
+    "folder", "image", "cxr_checkpoint", "seg_checkpoint", "any_checkpoint", "file", "weights")
 CHECKPOINT_KINDS = (CXR_CHECKPOINT, SEG_CHECKPOINT, ANY_CHECKPOINT)
 WRONG_INPUTS: dict[str, dict[str, str]] = {
     FOLDER: {"missing": "not_found", "empty_folder": "empty_input", "text_file": "usage"},
@@ -33,7 +33,20 @@ WRONG_INPUTS: dict[str, dict[str, str]] = {
     **{kind: {"missing": "not_found", "text_file": "not_safetensors", "pickle": "unsafe_checkpoint",
               "empty_folder": "usage"} for kind in CHECKPOINT_KINDS},
     FILE: {"missing": "not_found", "empty_folder": "usage"},
+    # Published weights (--init FILE, import-weights FILE): state-dict pickles are read with torch's
+    # weights_only loader, so only a pickle that would call something is refused.
+    WEIGHTS: {"missing": "not_found", "empty_folder": "usage", "text_file": "corrupt",
+              "hostile_pickle": "unsafe_checkpoint"},
 }
+
+
+class CallsAFunctionWhenUnpickled:
+    """Unpickling this calls ``os.getcwd`` (harmless here): what weights_only refuses."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
 
 
 @dataclass(frozen=True)
@@ -53,11 +66,12 @@ COMMANDS: dict[tuple[str, ...], Command] = {
                           {"input": IMAGE, "checkpoint": SEG_CHECKPOINT}),
     ("prepare", "cxr"): Command(("--data", "{data}", "--out", "{out}"), {"data": FOLDER}),
     ("train", "cxr"): Command(("--data", "{data}", "--out", "{out}", "--cache", "{cache}", "--init", "{init}"),
-                              {"data": FOLDER, "cache": FOLDER, "init": ANY_CHECKPOINT}),
+                              {"data": FOLDER, "cache": FOLDER, "init": WEIGHTS}),
     ("train", "seg"): Command(("--data", "{data}", "--out", "{out}", "--init", "{init}"),
-                              {"data": FOLDER, "init": ANY_CHECKPOINT}),
+                              {"data": FOLDER, "init": WEIGHTS}),
     ("train", "vol"): Command(("--data", "{data}", "--out", "{out}", "--labels", "{labels}", "--init", "{init}"),
-                              {"data": FOLDER, "labels": FILE, "init": ANY_CHECKPOINT}),
+                              {"data": FOLDER, "labels": FILE, "init": WEIGHTS}),
+    ("import-weights",): Command(("{file}", "--from", "torchvision", "--out", "{out}"), {"file": WEIGHTS}),
     ("eval", "cxr"): Command(("--checkpoint", "{checkpoint}", "--data", "{data}", "--cache", "{cache}",
                               "--out", "{out}"), {"checkpoint": CXR_CHECKPOINT, "data": FOLDER, "cache": FOLDER}),
     ("eval", "seg"): Command(("--checkpoint", "{checkpoint}", "--data", "{data}", "--out", "{out}"),
@@ -89,13 +103,14 @@ def paths(tmp_path_factory) -> dict[str, Path]:
     (root / "empty").mkdir()
     (root / "notes.txt").write_text("these are notes, not an image and not weights\n")
     torch.save(create_model("chexnet_tiny").state_dict(), root / "model.pt")  # a real zip around a pickle
+    torch.save({"conv.weight": CallsAFunctionWhenUnpickled()}, root / "hostile.pt")
     return {
         FOLDER: root / "folder", IMAGE: root / "folder", FILE: root / "notes.txt",
         CXR_CHECKPOINT: save_checkpoint(create_model("chexnet_tiny"), root / "cxr.safetensors"),
         SEG_CHECKPOINT: save_checkpoint(create_model("resunet3d_tiny"), root / "seg.safetensors"),
-        ANY_CHECKPOINT: root / "cxr.safetensors",
+        ANY_CHECKPOINT: root / "cxr.safetensors", WEIGHTS: Path("none"),  # --init none: start from random weights
         "missing": root / "does_not_exist", "empty_folder": root / "empty", "text_file": root / "notes.txt",
-        "pickle": root / "model.pt", "out": root / "out",
+        "pickle": root / "model.pt", "hostile_pickle": root / "hostile.pt", "out": root / "out",
     }
 
 
@@ -118,7 +133,7 @@ def fill(template: tuple[str, ...], inputs: dict[str, str], under_test: str, wro
 def test_every_subcommand_has_wrong_input_cases():
     enumerated = set(subcommands(build_parser()))
     assert {("info",), ("score",), ("segment",), ("prepare", "cxr"), ("train", "cxr"), ("train", "seg"),
-            ("train", "vol"), ("eval", "cxr"), ("eval", "seg"), ("app",), ("demo",)} <= enumerated
+            ("train", "vol"), ("eval", "cxr"), ("eval", "seg"), ("app",), ("demo",), ("import-weights",)} <= enumerated
     assert enumerated == set(COMMANDS) | set(NO_INPUT_COMMANDS), "list the new subcommand's inputs in COMMANDS"
 
 
