@@ -147,7 +147,9 @@ def evaluate_cxr(config: CxrEvalConfig) -> dict[str, Any]:
     cache = StoredImageCache(config.cache) if config.cache else None
     evaluated = predict_split(model, index, config.split, cache, config)
     val = evaluated if config.split == "val" else predict_split(model, index, "val", cache, config)
-    metrics = evaluate_predictions(evaluated, val, model.card.labels, config.n_boot, config.bootstrap_seed)
+    labels = shared_labels(model.card.labels)
+    metrics = evaluate_predictions(evaluated, val, labels, config.n_boot, config.bootstrap_seed)
+    metrics["labels_not_in_data"] = [label for label in model.card.labels if label not in labels]
     located = measure_localisation(model, index, evaluated.table, config.split, localisation, no_localisation_because)
     metrics["localisation"] = located.summary
     card = calibrated_card(model.card, metrics["thresholds"]["per_label"], table_fingerprint(val.table), sha256_read)
@@ -235,18 +237,28 @@ def predict_split(model: nn.Module, index: ChestXray14Index, split: str, cache: 
     with _progress_bar(model, len(dataset), f"predicting {split}", config.progress):
         probabilities, targets = predict_dataset(model, dataset, config.batch_size, config.workers,
                                                  config.precision)
-    columns = label_columns(model.card.labels)
-    return SplitPredictions(split, table, probabilities.astype(np.float64), targets[:, columns].astype(np.int8),
+    labels = shared_labels(model.card.labels)
+    outputs = [model.card.labels.index(label) for label in labels]
+    targets = targets[:, [LABELS.index(label) for label in labels]]
+    return SplitPredictions(split, table, probabilities[:, outputs].astype(np.float64), targets.astype(np.int8),
                             n_dropped=n_listed - len(table))
 
 
-def label_columns(labels: Sequence[str]) -> list[int]:
-    """Columns of the data set's 14 targets that match the model's outputs, in output order."""
-    unknown = [label for label in labels if label not in LABELS]
-    if unknown:
-        raise UnknownLabelError(f"the model predicts {', '.join(unknown)}, which ChestX-ray14 does not label; "
-                                f"valid labels: {', '.join(LABELS)}")
-    return [LABELS.index(label) for label in labels]
+def shared_labels(labels: Sequence[str]) -> list[str]:
+    """The model's labels that ChestX-ray14 also labels, in output order: the ones evaluated, matched by name.
+
+    A published model may predict findings the data set has no label for
+    (torchxrayvision's "Lung Opacity", "Fracture" ...): those outputs are left
+    out, and the report lists them.
+
+    Raises:
+        UnknownLabelError: The model and the data share no label.
+    """
+    shared = [label for label in labels if label in LABELS]
+    if not shared:
+        raise UnknownLabelError(f"the model predicts {', '.join(labels)}, none of which ChestX-ray14 labels; "
+                                f"its labels: {', '.join(LABELS)}")
+    return shared
 
 
 @contextlib.contextmanager
@@ -383,7 +395,7 @@ def calibrated_card(card: ModelCard, points: dict[str, dict[str, dict]], val_fin
     value. ``extra`` also records the data the thresholds were chosen on and
     the SHA-256 of the checkpoint they were chosen for.
     """
-    chosen = {label: {rule: points[label][rule]["threshold"] for rule in THRESHOLD_RULES} for label in card.labels}
+    chosen = {label: {rule: points[label][rule]["threshold"] for rule in THRESHOLD_RULES} for label in points}
     youden = {label: rules["youden"] for label, rules in chosen.items() if rules["youden"] is not None}
     return card.with_overrides(
         thresholds={**card.thresholds, **youden},

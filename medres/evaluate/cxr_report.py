@@ -194,6 +194,9 @@ def _setup_section(metrics: dict[str, Any]) -> str:
            if evaluated["n_dropped_not_in_cache"] else ""),
         f"- Intervals: {round(summary['confidence'] * 100)} % {summary['ci_method']}, seed {setup['bootstrap_seed']}",
     ]
+    if metrics.get("labels_not_in_data"):
+        lines.append(f"- Labels compared by name: the model's outputs {', '.join(metrics['labels_not_in_data'])} "
+                     "have no ChestX-ray14 label and are left out.")
     localisation = metrics.get("localisation") or {}
     if not localisation.get("measured", True) and localisation.get("reason") != TURNED_OFF:
         lines.append(f"- Localisation (Grad-CAM against NIH's boxes): not measured: {localisation['reason']}.")

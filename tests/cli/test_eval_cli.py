@@ -211,3 +211,22 @@ def test_help(command: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as caught:
         main([*command, "--help"])
     assert caught.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def test_a_model_with_labels_the_data_lacks_is_evaluated_on_the_shared_ones_by_name(data_root, tmp_path):
+    """As an imported torchxrayvision model is: outputs in another order, one of them not a ChestX-ray14 label."""
+    torch.manual_seed(0)
+    labels = ("Effusion", "Lung Opacity", "Cardiomegaly")
+    model = create_model("chexnet_tiny", input_size=(64, 64), labels=labels, thresholds={"Lung Opacity": 0.3})
+    checkpoint = save_checkpoint(model, tmp_path / "other_labels.safetensors")
+    out = tmp_path / "report"
+    assert main(["eval", "cxr", "--checkpoint", str(checkpoint), "--data", str(data_root), "--split", "test",
+                 "--out", str(out), "--n-boot", N_BOOT, "--no-localisation", "--no-progress"]) == 0
+    metrics = strict_json((out / "metrics.json").read_text())
+    assert list(metrics["summary"]["per_label"]) == ["Effusion", "Cardiomegaly"]
+    assert metrics["labels_not_in_data"] == ["Lung Opacity"]
+    assert "Lung Opacity have no ChestX-ray14 label" in (out / "report.md").read_text()
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert set(predictions.columns) >= {"Effusion", "Cardiomegaly"} and "Lung Opacity" not in predictions
+    calibrated = read_card(out / "calibrated.safetensors")
+    assert calibrated.labels == labels and calibrated.thresholds["Lung Opacity"] == 0.3
