@@ -17,7 +17,12 @@ depend on the weights). In one run this prints:
 - peak RSS of the whole process tree (main process + decoder workers) for
   10x the files over 1x the files: memory must not grow with the folder;
 - JPEG 2000: what decoding costs per file, what ``--reduced-j2k`` gains, and
-  how much it changes the scores.
+  how much it changes the scores;
+- whole processes, as the user waits for them: the ``medres score`` command
+  against ``plain_score.py`` (the naive loop as its own process), alternating,
+  on 300 uncompressed 1000 x 1000 CR/DX DICOMs and on 16 (where start-up
+  dominates), with the timing breakdown ``run.json`` records
+  (``--whole-process-only`` runs just this part).
 """
 
 from __future__ import annotations
@@ -36,33 +41,47 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import torch
-import torch.nn.functional as F
 from PIL import Image as PILImage
+from plain_score import score_file as plain_score_file  # the plain script beside this one
 from pydicom.uid import JPEG2000Lossless
 from torch.utils.flop_counter import FlopCounterMode
+from whole_process import (
+    ProcessVariant,
+    breakdown_text,
+    compare_processes,
+    medres_command,
+    module_command,
+    print_table,
+    ratios,
+)
 
-from medres.synthetic.chestxray14 import make_chestxray14
-from medres.synthetic.dicom import projection_dataset, write_dicom
 from medres.io import read_image
 from medres.models import create_model, load_checkpoint, save_checkpoint
 from medres.runtime import autocast_context, resolve_precision
 from medres.score import ScoreConfig, score_folder
 from medres.score.reduced import decode_reduced_if_j2k
+from medres.synthetic.chestxray14 import make_chestxray14
+from medres.synthetic.dicom import projection_dataset, write_dicom
 from medres.transforms.cxr import preprocess_for_model
 
 MODEL = "chexnet_densenet121"
 BATCH = 16
 SIDE = 1024
+WHOLE_PROCESS_SIDE = 1000  # the issue's 1000-pixel CRs
+HERE = Path(__file__).resolve().parent
 
 
-def write_folder(folder: Path, n_files: int, work: Path) -> list[Path]:
-    """``n_files`` 1024 x 1024 16-bit radiographs: synthetic CXR14 films upsampled, with per-file noise."""
-    bases = sorted((make_chestxray14(work / "cxr14", 16, seed=0, image_size=256) / "images").glob("*.png"))
+def write_folder(folder: Path, n_files: int, work: Path, side: int = SIDE) -> list[Path]:
+    """``n_files`` ``side`` x ``side`` 16-bit radiographs: synthetic CXR14 films upsampled, with per-file noise."""
+    cxr14 = work / "cxr14"
+    if not (cxr14 / "images").is_dir():
+        make_chestxray14(cxr14, 16, seed=0, image_size=256)
+    bases = sorted((cxr14 / "images").glob("*.png"))
     rng = np.random.default_rng(0)
     paths = []
     for index in range(n_files):
-        film = PILImage.open(bases[index % len(bases)]).convert("F").resize((SIDE, SIDE), PILImage.BICUBIC)
-        values = np.asarray(film) * 16 + rng.normal(0, 20, (SIDE, SIDE))
+        film = PILImage.open(bases[index % len(bases)]).convert("F").resize((side, side), PILImage.BICUBIC)
+        values = np.asarray(film) * 16 + rng.normal(0, 20, (side, side))
         pixels = np.clip(values, 0, 4095).astype(np.uint16)
         monochrome1 = index % 2 == 1
         dataset = projection_dataset(4095 - pixels if monochrome1 else pixels, uid_seed=f"bench-{index}",
@@ -103,11 +122,7 @@ def naive_rate(paths: list[Path], model: torch.nn.Module) -> float:
     start = time.perf_counter()
     with torch.inference_mode():
         for path in paths:
-            pixels = pydicom.dcmread(path).pixel_array.astype(np.float32)
-            pixels = (pixels - pixels.min()) / max(float(np.ptp(pixels)), 1.0)
-            image = F.interpolate(torch.from_numpy(pixels)[None, None], size=(224, 224), mode="bilinear",
-                                  antialias=True)
-            torch.sigmoid(model((image - 0.449) / 0.226))
+            plain_score_file(path, model)
     return len(paths) / (time.perf_counter() - start)
 
 
@@ -207,18 +222,67 @@ def read_probabilities(out: Path) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smaller run (a few minutes on 2 shared cores)")
+    parser.add_argument("--whole-process-only", action="store_true", help="only the whole-process comparison")
+    parser.add_argument("--whole-process-files", type=int, nargs="+", help="folder sizes (default: 16 300)")
+    parser.add_argument("--whole-process-repeats", type=int, help="alternating repeats (default: 3)")
     args = parser.parse_args()
-    sizes = dict(files=48, naive=4, memory=(10, 100), j2k=16, repeats=2) if args.quick else \
-        dict(files=200, naive=8, memory=(100, 1000), j2k=32, repeats=4)
+    sizes = dict(files=48, naive=4, memory=(10, 100), j2k=16, repeats=2, whole_files=(16, 96), whole_repeats=2) \
+        if args.quick else dict(files=200, naive=8, memory=(100, 1000), j2k=32, repeats=4, whole_files=(16, 300),
+                                whole_repeats=3)
+    sizes["whole_files"] = tuple(args.whole_process_files or sizes["whole_files"])
+    sizes["whole_repeats"] = args.whole_process_repeats or sizes["whole_repeats"]
     with tempfile.TemporaryDirectory(prefix="bench_score_") as temporary:
         work = Path(temporary)
-        report = run_benchmark(work, sizes)
-    print_report(report, sizes)
+        torch.manual_seed(0)
+        checkpoint = save_checkpoint(create_model(MODEL), work / "model.safetensors")
+        report = None if args.whole_process_only else run_benchmark(work, checkpoint, sizes)
+        whole = whole_process_report(work, checkpoint, sizes)
+    print("## Batch scoring a DICOM folder (bench_score.py)\n")
+    if report is not None:
+        print_report(report, sizes)
+    print_whole_process(whole, sizes)
 
 
-def run_benchmark(work: Path, sizes: dict) -> dict:
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(create_model(MODEL), work / "model.safetensors")
+def whole_process_report(work: Path, checkpoint: Path, sizes: dict) -> list[tuple[int, list[ProcessVariant]]]:
+    """``medres score`` and the plain script, each as its own process, on each folder size."""
+    results = []
+    for n_files in sizes["whole_files"]:
+        folder = work / f"whole{n_files}"
+        write_folder(folder, n_files, work, side=WHOLE_PROCESS_SIDE)
+        out = work / f"whole{n_files}_out"
+        arguments = ("score", str(folder), "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress")
+        variants = [
+            ProcessVariant("`medres score`", medres_command(*arguments), out=out, timings_json=out / "run.json"),
+            ProcessVariant("`python -m medres score`", module_command(*arguments), out=out),
+            ProcessVariant("plain script", [sys.executable, str(HERE / "plain_score.py"), str(folder), str(checkpoint),
+                                            str(work / f"plain{n_files}.csv")], out=work / f"plain{n_files}.csv"),
+        ]
+        results.append((n_files, compare_processes(variants, sizes["whole_repeats"])))
+    return results
+
+
+def print_whole_process(results: list[tuple[int, list[ProcessVariant]]], sizes: dict) -> None:
+    print("### Whole process, as the user waits for it\n")
+    print(f"`medres score FOLDER --checkpoint CKPT --out OUT --no-progress` against `python "
+          f"benchmarks/plain_score.py FOLDER CKPT OUT.csv` (the naive loop: dcmread, min-max, resize, batch 1, fp32, "
+          f"one CSV row per file), each as its own process from the interpreter's start to its exit; folders of "
+          f"uncompressed {WHOLE_PROCESS_SIDE} x {WHOLE_PROCESS_SIDE} CR/DX DICOMs, untrained `{MODEL}`; "
+          f"{sizes['whole_repeats']} alternating repeats after one warm-up run of each, medians (each run listed).\n")
+    print_table([(str(n_files), variants) for n_files, variants in results], "files")
+    print("\n`python -m medres` is the same command through `medres.cli.main:console_main`, which ends the process "
+          "once every output is written instead of letting the interpreter tear down torch and MONAI; the `medres` "
+          "script does the same once `pyproject.toml` points at `console_main`.\n")
+    print("Where `medres score`'s time went (`run.json` timings, medians over its runs above; decode in workers is "
+          "summed over the decoder processes and overlaps the rest):\n")
+    for n_files, (medres, *_) in results:
+        print(f"- {n_files} files: {breakdown_text(medres.timings)}")
+    largest, (medres, module, plain) = results[-1][0], results[-1][1]
+    print(f"\n**Whole process, {largest} files: `medres score` "
+          f"{statistics.median(ratios(plain.seconds, medres.seconds)):.2f}x the plain script's speed, `python -m "
+          f"medres score` {statistics.median(ratios(plain.seconds, module.seconds)):.2f}x** (aim: at least 3x)\n")
+
+
+def run_benchmark(work: Path, checkpoint: Path, sizes: dict) -> dict:
     model = load_checkpoint(checkpoint).to(memory_format=torch.channels_last)
     paths = write_folder(work / "films", sizes["files"], work)
     precision = str(resolve_precision(torch.device("cpu"), "auto") or "fp32").removeprefix("torch.")
@@ -264,7 +328,6 @@ def print_report(report: dict, sizes: dict) -> None:
     over_naive = _ratios(report["end_to_end"], report["naive"])
     ceiling = _ratios([rate * report["gflop"] for rate in report["end_to_end"]], report["matmul"])
     small, large = sizes["memory"]
-    print("## Batch scoring a DICOM folder (bench_score.py)\n")
     print(f"{sizes['files']} synthetic uncompressed chest X-ray DICOMs ({SIDE} x {SIDE}, 16-bit, CR/DX, "
           f"MONOCHROME1/2), untrained `{MODEL}`, batch {BATCH}, precision {report['precision']}, "
           f"default workers; {sizes['repeats']} alternating repeats, medians.\n")

@@ -1,6 +1,7 @@
 """medres sliding-window inference versus MONAI's defaults, same model and volume, side by side.
 
     python benchmarks/bench_segment.py [--size 192 192 96] [--repeats 3] [--checkpoint CKPT] [--quick]
+                                       [--whole-process-only]
 
 Speed: model ``resunet3d`` (untrained, seed 0; weights do not change the
 time), 96^3 windows, a synthetic abdominal CT phantom on the given grid.
@@ -29,6 +30,13 @@ and the spread over training runs are in ``benchmarks/RESULTS.md``. Then 4
 held-out phantoms are segmented by ``segment_image`` (exactly ``medres
 segment``) and by MONAI on the same prepared volume, both resampled onto the
 input grid; Dice per organ between the outputs and against the ground truth.
+
+Whole process, as the user waits for it: the ``medres segment`` command
+against ``plain_segment.py`` (nibabel -> z-score -> ``sliding_window_inference``
+with MONAI's defaults -> argmax -> NIfTI), each as its own process,
+alternating, on a 256 x 256 x 192 phantom CT at 1.5 mm (gzipped int16 NIfTI)
+and on a 96^3 one (where start-up dominates), same untrained ``resunet3d``,
+with the timing breakdown ``volumes.json`` records.
 Prints Markdown.
 """
 
@@ -37,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -46,21 +55,30 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from timing import time_alternating
+from whole_process import (
+    ProcessVariant,
+    breakdown_text,
+    compare_processes,
+    medres_command,
+    module_command,
+    print_table,
+    ratios,
+)
 
 from medres.cli.main import main as medres_cli
+from medres.data.volumes import load_volume_dataset
+from medres.inference import sliding_window_logits
+from medres.io import read_image
+from medres.metrics import dice
+from medres.models import create_model, load_checkpoint, save_checkpoint
+from medres.runtime import resolve_precision
+from medres.segment.labels import probabilities_to_labels, segment_image
 from medres.synthetic.phantoms import (
     PHANTOM_LABELS,
     make_ct_phantoms,
     random_anatomy,
     voxel_centres_ras,
 )
-from medres.data.volumes import load_volume_dataset
-from medres.inference import sliding_window_logits
-from medres.io import read_image
-from medres.metrics import dice
-from medres.models import create_model, load_checkpoint
-from medres.runtime import resolve_precision
-from medres.segment.labels import probabilities_to_labels, segment_image
 from medres.train.segmentation import default_seg_loop
 from medres.transforms.volume import normalize_intensities, prepare_volume
 
@@ -77,6 +95,8 @@ MONAI_SAME_MATHS = "MONAI, medres's overlap and blending (sw_batch_size 1, overl
 MEDRES_FP32 = "medres, fp32 (4 per batch, overlap 0.5, gaussian)"
 MEDRES_DEFAULT = "medres default (4 per batch, overlap 0.5, gaussian, auto precision)"
 CPU = torch.device("cpu")
+WHOLE_PROCESS_SIZES = ((96, 96, 96), (256, 256, 192))  # start-up dominates / the issue's volume
+HERE = Path(__file__).resolve().parent
 
 
 def phantom_volume(size: tuple[int, int, int]) -> torch.Tensor:
@@ -88,7 +108,8 @@ def phantom_volume(size: tuple[int, int, int]) -> torch.Tensor:
     return torch.from_numpy(normalize_intensities(hounsfield[None].astype(np.float32), UNTRAINED_CT))
 
 
-def inference_variants(model: torch.nn.Module, roi: tuple[int, ...]) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+def inference_variants(model: torch.nn.Module,
+                       roi: tuple[int, ...]) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Each way of turning a prepared ``(C, X, Y, Z)`` volume into logits ``(K, X, Y, Z)``."""
     return {
         MONAI_DEFAULTS: lambda volume: sliding_window_inference(volume[None], roi, 1, model)[0],
@@ -138,7 +159,6 @@ def mean_dice(cases: list[dict[str, np.ndarray]], first: str, second: str, label
 def print_speed(args: argparse.Namespace, medians: dict[str, float]) -> None:
     precision = resolve_precision(CPU, "auto")
     size = "x".join(str(v) for v in args.size)
-    print("## Sliding-window segmentation (bench_segment.py)\n")
     print(f"Speed: model `resunet3d` (untrained, seed 0), 96x96x96 windows, volume {size} (synthetic CT phantom, "
           f"1.5 mm); {args.repeats} alternating runs each after one warm-up, medians; auto precision here = "
           f"{precision or 'fp32'}.\n")
@@ -169,6 +189,63 @@ def print_agreement(cases: list[dict[str, np.ndarray]], weights: str) -> None:
           "constant, which moves boundary voxels where the model is unsure, the second only by medres's speed-ups)\n")
 
 
+def write_phantom_nifti(path: Path, size: tuple[int, int, int]) -> Path:
+    """A gzipped int16 NIfTI of the phantom CT (Hounsfield units) at 1.5 mm, RAS+, centred on the phantom."""
+    import nibabel as nib
+
+    affine = np.diag([SPACING_MM] * 3 + [1.0])
+    affine[:3, 3] = -(np.asarray(size) - 1) * SPACING_MM / 2
+    hounsfield, _ = random_anatomy(np.random.default_rng(0), splenomegaly=False).sample(
+        voxel_centres_ras(affine, size), np.random.default_rng(1))
+    nib.save(nib.Nifti1Image(np.round(hounsfield).astype(np.int16), affine), path)
+    return path
+
+
+def whole_process_report(work: Path, model: torch.nn.Module, repeats: int,
+                         sizes: tuple[tuple[int, int, int], ...]) -> list[tuple[str, list[ProcessVariant]]]:
+    """``medres segment`` and the plain MONAI script, each as its own process, on each volume size."""
+    checkpoint = save_checkpoint(model, work / "resunet3d.safetensors")
+    results = []
+    for size in sizes:
+        name = "x".join(map(str, size))
+        volume = write_phantom_nifti(work / f"ct_{name}.nii.gz", size)
+        out = work / f"segment_{name}"
+        arguments = ("segment", str(volume), "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress")
+        variants = [
+            ProcessVariant("`medres segment`", medres_command(*arguments), out=out,
+                           timings_json=out / "volumes.json"),
+            ProcessVariant("`python -m medres segment`", module_command(*arguments), out=out),
+            ProcessVariant("plain script", [sys.executable, str(HERE / "plain_segment.py"), str(volume),
+                                            str(checkpoint), str(work / f"plain_{name}.nii.gz")],
+                           out=work / f"plain_{name}.nii.gz"),
+        ]
+        results.append((name, compare_processes(variants, repeats)))
+    return results
+
+
+def print_whole_process(results: list[tuple[str, list[ProcessVariant]]], repeats: int) -> None:
+    print("### Whole process, as the user waits for it\n")
+    print("`medres segment VOLUME --checkpoint CKPT --out OUT --no-progress` (its defaults: 4 windows per batch, "
+          "overlap 0.5, Gaussian blending, auto precision) against `python benchmarks/plain_segment.py VOLUME CKPT "
+          "OUT.nii.gz` (nibabel, z-score, `sliding_window_inference` with MONAI's defaults, argmax, save), each as "
+          "its own process from the interpreter's start to its exit; gzipped int16 phantom CTs at 1.5 mm, untrained "
+          f"`resunet3d` ({len(PHANTOM_LABELS)} labels); {repeats} alternating repeats after one warm-up run of each, "
+          "medians (each run listed).\n")
+    print_table(results, "volume")
+    print("\n`python -m medres` is the same command through `medres.cli.main:console_main`, which ends the process "
+          "once every output is written instead of letting the interpreter tear down torch and MONAI; the `medres` "
+          "script does the same once `pyproject.toml` points at `console_main`.\n")
+    print("Where `medres segment`'s time went (`volumes.json` timings, medians over its runs above; the read runs in "
+          "a thread beside the model's loading; inference includes preparing the volume and resampling the "
+          "probabilities back onto the input grid):\n")
+    for name, (medres, *_) in results:
+        print(f"- {name}: {breakdown_text(medres.timings)}")
+    largest, (medres, module, plain) = results[-1]
+    print(f"\n**Whole process, {largest}: `medres segment` "
+          f"{statistics.median(ratios(plain.seconds, medres.seconds)):.2f}x the plain script's speed, `python -m "
+          f"medres segment` {statistics.median(ratios(plain.seconds, module.seconds)):.2f}x** (aim: at least 3x)\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, nargs=3, default=(192, 192, 96))
@@ -176,11 +253,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=80, help="training epochs of the agreement model")
     parser.add_argument("--checkpoint", help="a trained phantom seg checkpoint for the agreement (skips training)")
     parser.add_argument("--quick", action="store_true", help="a smaller volume, 2 repeats, a shorter training")
+    parser.add_argument("--whole-process-only", action="store_true", help="only the whole-process comparison")
+    parser.add_argument("--whole-process-repeats", type=int, default=3, help="alternating repeats (default: 3)")
     args = parser.parse_args()
+    whole_sizes = WHOLE_PROCESS_SIZES
     if args.quick:
-        args.size, args.repeats, args.epochs = (144, 144, 96), 2, 20
+        args.size, args.repeats, args.epochs, args.whole_process_repeats = (144, 144, 96), 2, 20, 2
+        whole_sizes = ((96, 96, 96), (192, 192, 128))
     torch.manual_seed(0)
     model = create_model("resunet3d", labels=PHANTOM_LABELS).eval()
+    print("## Sliding-window segmentation (bench_segment.py)\n")
+    if not args.whole_process_only:
+        inner_loop_and_agreement(args, model)
+    with tempfile.TemporaryDirectory(prefix="medres-bench-segment-whole-") as work:
+        print_whole_process(whole_process_report(Path(work), model, args.whole_process_repeats, whole_sizes),
+                            args.whole_process_repeats)
+
+
+def inner_loop_and_agreement(args: argparse.Namespace, model: torch.nn.Module) -> None:
+    """The sliding window alone against MONAI's, then the agreement of a trained model's outputs."""
     volume = phantom_volume(tuple(args.size))
     variants = {name: functools.partial(run, volume)
                 for name, run in inference_variants(model, model.card.input_size).items()}

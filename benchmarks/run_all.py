@@ -68,13 +68,20 @@ def main() -> None:
 
 
 def replace_section(results: Path, marker: str, section: str, command: str) -> None:
-    """Swap the ``## `` section whose title holds ``marker`` for ``section``; note the re-run in the header."""
+    """Swap the ``## `` section whose title holds ``marker`` for ``section``; note the re-run in the header.
+
+    The note replaces an older one for the same section. Text added by hand to
+    a section (runs with other settings, spreads over training runs) is lost
+    with the section: keep such notes in the section's script output, or add
+    them again.
+    """
     header, *sections = results.read_text().split("\n## ")
     sections = [section.removeprefix("## ").strip() + "\n" if marker in old.splitlines()[0] else old
                 for old in sections]
-    note = f"The {marker.strip('()')} section was re-run on {datetime.date.today().isoformat()} by `{command}`."
-    if note not in header:
-        header = header.rstrip("\n") + f"\n\n{note}\n"
+    stale = f"The {marker.strip('()')} section was re-run on "
+    note = f"{stale}{datetime.date.today().isoformat()} by `{command}`."
+    header = "\n\n".join(paragraph for paragraph in header.rstrip("\n").split("\n\n")
+                         if not paragraph.startswith(stale)) + f"\n\n{note}\n"
     results.write_text("\n## ".join([header, *sections]))
 
 

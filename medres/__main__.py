@@ -1,7 +1,5 @@
 """``python -m medres`` (and ``torchrun -m medres``) runs the command line."""
 
-import sys
+from medres.cli.main import console_main
 
-from medres.cli.main import main
-
-sys.exit(main())
+console_main()

@@ -8,23 +8,36 @@ is one line on stderr, ``medres: error: REASON: message``, never a traceback;
 an unexpected exception is one line too, with the traceback only under
 ``--verbose``. The paths a command reads are checked before its handler runs
 (:mod:`medres.cli.inputs`).
+
+Only the module of the subcommand being run is imported (all of them for
+``medres --help``), so a command never waits for the imports of another
+(``import-weights`` alone pulls in every model and MONAI).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import importlib
 import logging
+import os
 import sys
 import textwrap
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from medres import __version__
-from medres.cli import app, demo, evaluate, import_weights, info, prepare, score, segment, train
 from medres.cli.inputs import check_inputs
 from medres.errors import MedresError
 
-SUBCOMMAND_MODULES = (app, demo, evaluate, import_weights, info, prepare, score, segment, train)
+SUBCOMMAND_MODULES: dict[str, str] = {
+    "app": "medres.cli.app", "demo": "medres.cli.demo", "eval": "medres.cli.evaluate",
+    "import-weights": "medres.cli.import_weights", "info": "medres.cli.info", "prepare": "medres.cli.prepare",
+    "score": "medres.cli.score", "segment": "medres.cli.segment", "train": "medres.cli.train",
+}
+"""Subcommand as typed -> the module that registers it (in ``--help`` order), imported only when needed."""
 
 EXIT_OK = 0
 EXIT_INTERNAL_ERROR = 1
@@ -43,8 +56,15 @@ EXIT_CODES = {
 """Exit code -> meaning: the one table every subcommand follows (and ``medres --help`` prints)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with every subcommand registered."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser: with every subcommand, or only the one ``argv`` names.
+
+    Args:
+        argv: The arguments about to be parsed. When their first positional
+            argument is a subcommand, only that subcommand's module is imported
+            and registered; otherwise (None, ``--help``, a typo) all of them are,
+            so the usage message lists every command.
+    """
     parser = argparse.ArgumentParser(
         prog="medres",
         description="Chest X-ray classification, CT/MRI segmentation, batch DICOM scoring and review. "
@@ -55,14 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show library warnings, debug logs and the traceback of an internal error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in SUBCOMMAND_MODULES:
-        module.register(subparsers)
+    for name in subcommands_to_register(argv):
+        importlib.import_module(SUBCOMMAND_MODULES[name]).register(subparsers)
     for command, subparser in subcommands(parser).items():
         subparser.set_defaults(command_path=command)
         # also after the subcommand (`medres score ... --verbose`); SUPPRESS keeps `medres -v score` working
         subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                                help="show library warnings, debug logs and tracebacks")
     return parser
+
+
+def subcommands_to_register(argv: Sequence[str] | None) -> list[str]:
+    """The subcommand ``argv`` runs (its first argument that is not an option), or every one."""
+    first = next((argument for argument in argv or () if not argument.startswith("-")), None)
+    return [first] if first in SUBCOMMAND_MODULES else list(SUBCOMMAND_MODULES)
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[tuple[str, ...], argparse.ArgumentParser]:
@@ -93,7 +119,8 @@ def configure_logging(verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see :data:`EXIT_CODES`)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)  # a bad option ends here with argparse's usage message and exit 2
     if not getattr(args, "handler", None):
         parser.print_help()
@@ -135,5 +162,22 @@ def report_internal_error(error: Exception, verbose: bool) -> int:
                         prefix="medres: internal error:")
 
 
+def console_main() -> NoReturn:
+    """The process's entry point (``python -m medres``, ``torchrun -m medres``): :func:`main`, then exit at once.
+
+    When the command is done (every output written, fsynced and closed), the
+    exit handlers that libraries registered run and stdout/stderr are flushed,
+    and the process ends without the interpreter tearing down every imported
+    module: with torch and MONAI loaded, that teardown is a wait the user
+    would sit through after the work is done (``benchmarks/RESULTS.md``).
+    """
+    code = main()
+    atexit._run_exitfuncs()  # what a normal exit runs first (logging, multiprocessing, thread pools)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`medres ... | head`), a closed stream
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

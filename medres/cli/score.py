@@ -12,7 +12,8 @@ outputs in OUT_DIR:
   scores.csv      one row per scored image: pseudonyms, relative path, modality, view,
                   prob_<Label> and call_<Label> (at the checkpoint's thresholds), model, checkpoint SHA-256
   errors.csv      one row per file not scored: path, outcome (skipped/failed), reason code, message
-  run.json        counts per outcome and reason, timings, images/s, versions, arguments
+  run.json        counts per outcome and reason, timings (start-up moments from the process start,
+                  decode, inference, writing; --verbose prints them), images/s, versions, arguments
   journal-rank*.jsonl  resumable journal: rerun the same command to finish a killed run; a file is
                   redone when its relative path, size or mtime, the checkpoint or the output settings change
   .pseudonym_key  the key of the pseudonyms (mode 0600) unless --pseudonym-key is given
@@ -80,4 +81,8 @@ def run(args: argparse.Namespace) -> int:
         counts = summary.counts
         print(f"scored {counts.get('scored', 0)}, skipped {counts.get('skipped', 0)}, failed "
               f"{counts.get('failed', 0)} of {counts.get('files_found', 0)} files; tables in {summary.out_dir}")
+        if args.verbose:
+            from medres.score.timing import describe
+
+            print(describe(summary.run["timings"]))
     return summary.exit_code

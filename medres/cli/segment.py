@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "segment", help="segment a CT/MRI volume with a trained 3D model",
         description="Segment a NIfTI volume or a DICOM series folder. Writes OUT/segmentation.nii.gz on the "
-        "input's grid (for a NIfTI input: its exact affine and voxel order), OUT/volumes.json (mL per label) and, "
+        "input's grid (for a NIfTI input: its exact affine and voxel order), OUT/volumes.json (mL per label, settings, "
+        "timings: start-up moments from the process start, read, inference, writing; --verbose prints them) and, "
         "with --dicom-seg, OUT/segmentation.dcm (a DICOM SEG referencing the series). Research use only.")
     parser.add_argument("input", type=Path, help="NIfTI file or DICOM series folder")
     parser.add_argument("--checkpoint", type=Path, required=True, help="segmentation checkpoint (.safetensors)")
@@ -57,4 +58,8 @@ def run_segment(args: argparse.Namespace) -> int:
         print(f"DICOM SEG: {outputs.dicom_seg}")
     volumes = ", ".join(f"{name} {value:.1f} mL" for name, value in outputs.volumes_ml.items())
     print(f"volumes: {volumes} ({outputs.volumes_json})")
+    if args.verbose:
+        from medres.score.timing import describe
+
+        print(describe(outputs.timings))
     return 0

@@ -4,25 +4,32 @@ A writer takes the ``Image`` that ``read_image`` returned (its affine and the
 source headers it kept), never the source path: :func:`write_labels_nifti`
 here, and the DICOM SEG writer in :mod:`medres.io.dicom_seg` (not imported
 here, so reading never loads highdicom).
+
+The readers are imported when first used, not with the package: a submodule
+such as :mod:`medres.io.safetensors_header` or :mod:`medres.io.budget` is then
+imported without pydicom or nibabel, which keeps a command's start (and its
+refusal of a wrong argument) quick.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from medres.errors import NotDicomError, NotFoundError, TruncatedError
 from medres.io.budget import DEFAULT_SIZE_BUDGET
 from medres.io.detect import detect_format
-from medres.io.dicom import read_dicom_file
 from medres.io.image import Image
-from medres.io.nifti import read_nifti, write_labels_nifti
-from medres.io.raster import read_raster
-from medres.io.series import read_dicom_series
+
+if TYPE_CHECKING:
+    from medres.io.nifti import write_labels_nifti
 
 __all__ = ["Image", "read_image", "write_labels_nifti", "DEFAULT_SIZE_BUDGET"]
 
-_READERS = {"dicom": read_dicom_file, "nifti": read_nifti, "png": read_raster, "jpeg": read_raster}
+_READER_MODULES = {"dicom": ("medres.io.dicom", "read_dicom_file"), "nifti": ("medres.io.nifti", "read_nifti"),
+                   "png": ("medres.io.raster", "read_raster"), "jpeg": ("medres.io.raster", "read_raster")}
 
 
 def read_image(path: str | os.PathLike[str], *, size_budget: int = DEFAULT_SIZE_BUDGET) -> Image:
@@ -37,6 +44,8 @@ def read_image(path: str | os.PathLike[str], *, size_budget: int = DEFAULT_SIZE_
     """
     path = Path(path)
     if path.is_dir():
+        from medres.io.series import read_dicom_series
+
         return read_dicom_series(path, size_budget=size_budget)
     try:
         if not path.exists():
@@ -50,4 +59,14 @@ def read_image(path: str | os.PathLike[str], *, size_budget: int = DEFAULT_SIZE_
         raise NotFoundError(f"cannot open ({error.strerror or error})", path=path) from error
     if file_format == "unknown":
         raise NotDicomError(path=path)
-    return _READERS[file_format](path, size_budget=size_budget)
+    module_name, function_name = _READER_MODULES[file_format]
+    return getattr(importlib.import_module(module_name), function_name)(path, size_budget=size_budget)
+
+
+def __getattr__(name: str) -> Any:
+    """``write_labels_nifti``, imported (with nibabel) when first asked for."""
+    if name == "write_labels_nifti":
+        from medres.io.nifti import write_labels_nifti
+
+        return write_labels_nifti
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

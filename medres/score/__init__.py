@@ -2,11 +2,29 @@
 
 ``score_folder(ScoreConfig(input_dir, checkpoint, out_dir))`` is the API behind
 ``medres score``; see :mod:`medres.score.pipeline` for how the parts fit.
+
+The package imports its parts when first asked for them, so a reader of an
+output folder (:mod:`medres.score.folder`) or of the timing helpers does not
+import torch, the workers' decoders or the models.
 """
 
 from __future__ import annotations
 
-from medres.score.pipeline import ScoreSummary, score_folder
-from medres.score.setup import ScoreConfig
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medres.score.pipeline import ScoreSummary, score_folder
+    from medres.score.setup import ScoreConfig
+
+_PUBLIC = {"ScoreConfig": "medres.score.setup", "ScoreSummary": "medres.score.pipeline",
+           "score_folder": "medres.score.pipeline"}
 
 __all__ = ["ScoreConfig", "ScoreSummary", "score_folder"]
+
+
+def __getattr__(name: str) -> Any:
+    """``ScoreConfig``, ``ScoreSummary`` and ``score_folder``, imported on first use."""
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,15 @@ GPU the decoders prepare the next batch while the model runs (see
 Every batch's outcomes are journaled before the next batch starts; at the end
 the tables are rebuilt from the journal (see :mod:`medres.score.journal`).
 
+Start-up is taken off the critical path: the decoder pool starts as soon as
+what the workers need is imported, and the first files
+(:data:`STARTUP_PREFETCH_BATCHES` batches) are queued to it before the main
+process imports the model's code and loads the checkpoint, so the workers
+decode while the model loads. Nothing is journaled for those files until the
+model has scored them, so a run killed during start-up resumes as any other.
+Where the time went (start-up moments, decode, inference, writing) is kept
+by a :class:`~medres.score.timing.StageClock` and written to ``run.json``.
+
 Under torchrun each rank takes every ``world_size``-th file of the walk,
 journals to its own file, and rank 0 writes the tables once all ranks are
 done, so the result equals a single-process run's.
@@ -25,9 +34,10 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,16 +47,20 @@ from tqdm import tqdm
 from medres.errors import InternalError, WorkerCrashedError
 from medres.runtime import DistributedContext, to_channels_last
 from medres.score.discover import InputFile, count_entries, shard, walk_folder
-from medres.score.heatmaps import HeatmapWriter, heatmap_writer
 from medres.score.journal import Journal, completed_keys, journal_path
 from medres.score.outcomes import outcome_of
 from medres.score.pool import CrashIsolatingPool, Finished
 from medres.score.privacy import quiet_libraries
 from medres.score.report import RunStats, finish_run
-from medres.score.setup import RunSetup, ScoreConfig, prepare_run
+from medres.score.setup import RunSetup, ScoreConfig, load_model, prepare_run
+from medres.score.timing import StageClock
 from medres.score.worker import WorkerResult, initialize_worker, prepare_file
 
+if TYPE_CHECKING:
+    from medres.score.heatmaps import HeatmapWriter
+
 BARRIER_TIMEOUT = datetime.timedelta(hours=24)  # ranks may finish their shards hours apart
+STARTUP_PREFETCH_BATCHES = 8  # batches queued to the decoders before the model is loaded (bounds memory)
 
 
 @dataclass
@@ -73,13 +87,14 @@ def score_folder(config: ScoreConfig) -> ScoreSummary:
             ``empty_input``, ``not_safetensors``, ``unsafe_checkpoint``, ...). Bad
             files never raise.
     """
-    started = time.time()
+    started, clock = time.time(), StageClock.start()
     with quiet_libraries(config.verbose):
         context = start_distributed()
         try:
-            setup = prepare_run(config, context.device)
-            writer = heatmap_writer(setup.out_dir / "heatmaps") if config.heatmaps else None
-            stats = score_shard(setup, context, writer)
+            with clock.timing("checks"):
+                setup = prepare_run(config, context.device)
+            writer = _heatmap_writer(setup) if config.heatmaps else None
+            stats = score_shard(setup, context, writer, clock)
             all_stats = _gather(stats, context)
             if not context.is_main:
                 return ScoreSummary(setup.out_dir, 0, counts=stats.outcomes)
@@ -89,40 +104,86 @@ def score_folder(config: ScoreConfig) -> ScoreSummary:
             context.close()
 
 
+def _heatmap_writer(setup: RunSetup) -> HeatmapWriter:
+    from medres.score.heatmaps import heatmap_writer  # Grad-CAM's imports only when asked for
+
+    return heatmap_writer(setup.out_dir / "heatmaps")
+
+
 def start_distributed() -> DistributedContext:
     """Join the torchrun group (with a long barrier timeout) or run as rank 0 of 1."""
     return DistributedContext.from_environment(timeout=BARRIER_TIMEOUT)
 
 
-def score_shard(setup: RunSetup, context: DistributedContext, writer: HeatmapWriter | None = None) -> RunStats:
-    """Score this rank's share of the folder, journaling as it goes; returns this rank's counts."""
+def score_shard(setup: RunSetup, context: DistributedContext, writer: HeatmapWriter | None = None,
+                clock: StageClock | None = None) -> RunStats:
+    """Score this rank's share of the folder, journaling as it goes; returns this rank's counts.
+
+    The model is loaded here (unless ``setup.model`` is already set), after the
+    first files are queued to the decoders, so decoding overlaps the loading.
+    """
     config = setup.config
+    clock = clock if clock is not None else StageClock.start()
     done = completed_keys(setup.out_dir)
-    stats = RunStats(rank=context.rank)
+    stats = RunStats(rank=context.rank, clock=clock)
     entries = shard(walk_folder(setup.input_dir, exclude=setup.out_dir), context.rank, context.world_size)
     total = count_entries(setup.input_dir, setup.out_dir) if config.progress and context.is_main else None
     bar = tqdm(total=None if total is None else -(-total // context.world_size), unit="file", mininterval=1.0,
                desc="scoring", disable=not (config.progress and context.is_main), dynamic_ncols=True)
     start = time.perf_counter()
     with Journal(journal_path(setup.out_dir, context.rank)) as journal, _decode_pool(setup) as pool:
+        clock.mark("decoders_started")
         batcher = Batcher(setup, journal, stats, bar, writer)
-        for entry in entries:
-            key = entry.journal_key(setup.fingerprint)
-            if key in done:
-                stats.resumed += 1
-                bar.update(1)
-            elif entry.skip is not None:
-                batcher.add_record(error_record(entry, key, entry.skip.reason, entry.skip.detail))
-            else:
-                for finished in pool.submit((entry, key), entry.path, entry.relative):
-                    batcher.handle(finished)
-        for finished in pool.drain():
-            batcher.handle(finished)
+        to_decode = _files_to_decode(entries, setup.fingerprint, done, batcher)
+        early = _queue_first_files(pool, to_decode, STARTUP_PREFETCH_BATCHES * config.batch_size)
+        if setup.model is None:
+            with clock.timing("model_load"):
+                load_model(setup)
+        clock.mark("model_ready")
+        batcher.handle_all(early)
+        for entry, key in to_decode:
+            with clock.timing("waiting_for_decoders"):
+                finished = pool.submit((entry, key), entry.path, entry.relative)
+            batcher.handle_all(finished)
+        with clock.timing("waiting_for_decoders"):
+            finished = pool.drain()
+        batcher.handle_all(finished)
         batcher.flush()
         stats.worker_restarts = pool.restarts
     stats.seconds = time.perf_counter() - start
     bar.close()
     return stats
+
+
+def _queue_first_files(pool: CrashIsolatingPool, to_decode: Iterator[tuple[InputFile, str]],
+                       count: int) -> list[Finished]:
+    """Hand the decoders up to ``count`` files (at least as many as the pool keeps in flight) without waiting.
+
+    Returns results only where a crashed pool had to be restarted meanwhile;
+    everything else is collected once the model is ready.
+    """
+    finished: list[Finished] = []
+    for _, (entry, key) in zip(range(max(count, pool.max_in_flight)), to_decode):
+        finished += pool.queue((entry, key), entry.path, entry.relative)
+    return finished
+
+
+def _files_to_decode(entries: Iterator[InputFile], fingerprint: str, done: set[str],
+                     batcher: Batcher) -> Iterator[tuple[InputFile, str]]:
+    """The entries that need a decoder, with their journal keys.
+
+    Entries already journaled under their current key are counted as resumed,
+    and entries the walk itself refused are journaled as they come, in walk order.
+    """
+    for entry in entries:
+        key = entry.journal_key(fingerprint)
+        if key in done:
+            batcher.stats.resumed += 1
+            batcher.bar.update(1)
+        elif entry.skip is not None:
+            batcher.add_record(error_record(entry, key, entry.skip.reason, entry.skip.detail))
+        else:
+            yield entry, key
 
 
 def _decode_pool(setup: RunSetup) -> CrashIsolatingPool:
@@ -157,12 +218,19 @@ class Batcher:
         self.inputs: list[tuple[InputFile, str, dict[str, str], np.ndarray]] = []
         self.records: list[dict[str, Any]] = []
 
+    def handle_all(self, results: list[Finished]) -> None:
+        for finished in results:
+            self.handle(finished)
+
     def handle(self, finished: Finished) -> None:
         """One worker result: an error record, or an input for the next batch."""
         (entry, key), result = finished.item, finished.result
+        clock = self.stats.clock
+        clock.add("decode_in_workers", result.seconds)
         if result.reason:
             self.add_record(error_record(entry, key, result.reason, result.message))
             return
+        clock.mark("first_image_decoded", result.finished_at)
         self.inputs.append((entry, key, result.info, result.inputs))
         if len(self.inputs) >= self.setup.config.batch_size:
             self.run_batch()
@@ -180,7 +248,10 @@ class Batcher:
         batch = _padded_batch([item[3] for item in self.inputs], setup.config.batch_size, setup.device)
         with torch.inference_mode():
             probabilities = setup.task.predict(setup.model, batch, setup.config.precision)[: len(self.inputs)]
-        self.stats.model_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.stats.model_seconds += seconds
+        self.stats.clock.add("inference", seconds)
+        self.stats.clock.mark("first_batch_scored")
         rows = [scored_row(setup, entry.relative, info, probabilities[index])
                 for index, (entry, _, info, _) in enumerate(self.inputs)]
         if self.writer is not None:
@@ -196,7 +267,8 @@ class Batcher:
         self._write()
 
     def _write(self) -> None:
-        written = self.journal.append(self.records)
+        with self.stats.clock.timing("writing"):
+            written = self.journal.append(self.records)
         for record in self.records:
             self.stats.outcomes[record["outcome"]] += 1
         self.records = []

@@ -82,6 +82,16 @@ class CrashIsolatingPool(Generic[ItemT, ResultT]):
         finished: list[Finished[ItemT, ResultT]] = []
         while len(self.in_flight) >= self.max_in_flight:
             finished += self.drain() if self.drain_when_full else self.collect(block=True)
+        return finished + self.queue(item, *arguments)
+
+    def queue(self, item: ItemT, *arguments: Any) -> list[Finished[ItemT, ResultT]]:
+        """Queue ``item`` without waiting for room: the caller bounds how many it queues this way.
+
+        Used to hand the workers their first files before the caller turns to
+        other work (loading a model); returns results only if a broken pool had
+        to be restarted first.
+        """
+        finished: list[Finished[ItemT, ResultT]] = []
         try:
             future = self.executor.submit(self.function, *arguments)
         except BrokenProcessPool:

@@ -15,13 +15,14 @@ from medres.score.discover import walk_folder
 from medres.score.folder import ERROR_COLUMNS, ERRORS_TABLE, RUN_FILE, SCORES_TABLE, input_root_record
 from medres.score.journal import JournalIndex
 from medres.score.outcomes import OUTCOMES
-from medres.score.setup import RunSetup
 from medres.score.outputs import (
     TableWriter,
     remove_stale_temporaries,
     score_columns,
     write_json_atomically,
 )
+from medres.score.setup import RunSetup
+from medres.score.timing import StageClock
 
 EXIT_OK, EXIT_SOME_FAILED = 0, 3
 IDENTITY_DOCUMENTATION = (
@@ -43,17 +44,30 @@ class RunStats:
     worker_restarts: int = 0
     seconds: float = 0.0
     model_seconds: float = 0.0
+    clock: StageClock = field(default_factory=StageClock.start)
 
 
 def finish_run(setup: RunSetup, all_stats: list[RunStats], started: float, world_size: int) -> dict[str, Any]:
     """Rebuild the tables from every rank's journal, write ``run.json``; returns its content."""
+    clock = run_clock(all_stats)
     tables_started = time.perf_counter()
     remove_stale_temporaries(setup.out_dir)
     counts, reasons = write_tables(setup)
     tables_seconds = time.perf_counter() - tables_started
+    clock.add("writing", tables_seconds)
+    clock.mark("finished")
     report = run_report(setup, all_stats, counts, reasons, started, world_size, tables_seconds)
+    report["timings"].update(clock.record())
     write_json_atomically(setup.out_dir / RUN_FILE, report)
     return report
+
+
+def run_clock(all_stats: list[RunStats]) -> StageClock:
+    """Rank 0's clock with the other ranks' durations added (their moments count when earlier)."""
+    clock = all_stats[0].clock
+    for stats in all_stats[1:]:
+        clock.merge(stats.clock)
+    return clock
 
 
 def write_tables(setup: RunSetup) -> tuple[dict[str, int], dict[str, int]]:
@@ -101,6 +115,10 @@ def run_report(setup: RunSetup, all_stats: list[RunStats], counts: dict[str, int
                started: float, world_size: int, tables_seconds: float) -> dict[str, Any]:
     """The content of ``run.json``: counts, timings, throughput, versions, arguments (no identifiers).
 
+    ``timings`` holds the wall time of the call (``wall_seconds``), of the
+    scoring loop, the model and the tables, and (added by :func:`finish_run`)
+    the start-up moments and per-stage durations of :mod:`medres.score.timing`.
+
     ``input_root`` is the scored folder, absolute and resolved: ``arguments.input_dir``
     is as typed, relative to wherever ``score`` ran, so readers of the folder
     (see :mod:`medres.score.folder`) find the images through ``input_root``.
@@ -145,7 +163,7 @@ def versions() -> dict[str, str]:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
 
 
 __all__ = ["RunStats", "finish_run", "write_tables", "EXIT_OK", "EXIT_SOME_FAILED"]

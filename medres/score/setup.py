@@ -16,21 +16,23 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from medres.errors import EmptyInputError, NotFoundError, UsageError
 from medres.io.budget import DEFAULT_SIZE_BUDGET
-from medres.models import checkpoint_sha256, load_checkpoint, read_card
-from medres.models.card import ModelCard
 from medres.runtime import PRECISIONS, model_to_channels_last, precision_name
 from medres.score.discover import walk_folder
 from medres.score.folder import TABLE_FORMATS
 from medres.score.privacy import key_fingerprint, load_or_create_key
 from medres.score.tasks import CxrTask, task_for_card
 from medres.score.worker import WorkerSettings
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medres.models.card import ModelCard
 
 START_METHODS: tuple[str, ...] = ("fork", "forkserver", "spawn")
 SCHEDULES: tuple[str, ...] = ("auto", "alternate", "overlap")
@@ -96,13 +98,12 @@ class ScoreConfig:
 
 @dataclass
 class RunSetup:
-    """The resolved run: folders, model and card, device, key and the journal fingerprint."""
+    """The resolved run: folders, card (and the model, once :func:`load_model` ran), device, key, fingerprint."""
 
     config: ScoreConfig
     input_dir: Path
     out_dir: Path
     card: ModelCard
-    model: nn.Module
     task: CxrTask
     checkpoint_sha256: str
     device: torch.device
@@ -112,6 +113,7 @@ class RunSetup:
     worker_settings: WorkerSettings
     schedule: str
     workers: int
+    model: nn.Module | None = None
 
 
 def check_arguments(config: ScoreConfig) -> tuple[Path, Path]:
@@ -144,12 +146,18 @@ def check_arguments(config: ScoreConfig) -> tuple[Path, Path]:
 
 
 def prepare_run(config: ScoreConfig, device: torch.device) -> RunSetup:
-    """Check everything, load the model; raises before any file is scored if something is wrong."""
+    """Check everything and read the card; raises before any file is scored if something is wrong.
+
+    The model itself is loaded later, by :func:`load_model`, once the decoders
+    have their first files; a checkpoint whose header and card read fine but
+    whose tensors do not fit the architecture is refused then, before any file
+    is scored.
+    """
+    from medres.models.checkpoint import checkpoint_sha256, read_card  # the header only: no architecture code
+
     input_dir, out_dir = check_arguments(config)
     card = read_card(config.checkpoint)  # refuses pickles and zips before anything is parsed
     task = task_for_card(card)
-    model = load_checkpoint(config.checkpoint, map_location=device)
-    model = model_to_channels_last(model)  # oneDNN's fast layout, bf16 above all
     sha256 = checkpoint_sha256(config.checkpoint)
     key = load_or_create_key(out_dir, config.pseudonym_key)
     precision = precision_name(device, config.precision)
@@ -158,8 +166,16 @@ def prepare_run(config: ScoreConfig, device: torch.device) -> RunSetup:
                               keep_identifiers=config.keep_identifiers, size_budget=config.size_budget,
                               reduced_j2k=config.reduced_j2k, verbose=config.verbose)
     schedule, workers = resolve_schedule(config.schedule, device, config.workers)
-    return RunSetup(config, input_dir, out_dir, card, model, task, sha256, device, precision, key, fingerprint,
+    return RunSetup(config, input_dir, out_dir, card, task, sha256, device, precision, key, fingerprint,
                     settings, schedule, workers)
+
+
+def load_model(setup: RunSetup) -> None:
+    """Load the checkpoint's model onto the run's device in the channels-last layout (``setup.model``)."""
+    from medres.models import load_checkpoint
+
+    model = load_checkpoint(setup.config.checkpoint, map_location=setup.device)
+    setup.model = model_to_channels_last(model)  # oneDNN's fast layout, bf16 above all
 
 
 def run_fingerprint(checkpoint_sha: str, key: bytes, config: ScoreConfig, precision: str) -> str:
@@ -180,4 +196,4 @@ def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
         raise UsageError(f"{option} {value!r} is not one of {', '.join(choices)}")
 
 
-__all__ = ["ScoreConfig", "RunSetup", "check_arguments", "prepare_run", "resolve_schedule"]
+__all__ = ["ScoreConfig", "RunSetup", "check_arguments", "load_model", "prepare_run", "resolve_schedule"]

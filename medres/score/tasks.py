@@ -28,7 +28,6 @@ from pydicom.dataset import Dataset
 from torch import nn
 
 from medres.errors import OutOfScopeDimensionalityError, UsageError
-from medres.inference import predict_batch
 from medres.io.image import Image
 from medres.models.card import ModelCard
 from medres.models.scope import ImageFacts, check_chest_xray_scope, header_text
@@ -78,6 +77,8 @@ class CxrTask:
 
     def predict(self, model: nn.Module, inputs: torch.Tensor, precision: str = "fp32") -> np.ndarray:
         """Per-label probabilities ``(B, n_labels)``: :func:`medres.inference.predict_batch`, as everywhere."""
+        from medres.inference import predict_batch  # imported with the model, not by the decoder workers
+
         return predict_batch(model, inputs, precision)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ class WorkerResult:
     inputs: np.ndarray | None = None
     reason: str = ""
     message: str = ""
+    seconds: float = 0.0  # time the worker spent on the file
+    finished_at: float = 0.0  # wall-clock time (time.time()) it finished
 
 
 _settings: WorkerSettings | None = None
@@ -90,6 +93,13 @@ def prepare_file(path: str, relative: str) -> WorkerResult:
         path: The file.
         relative: Its path relative to the input folder (names files without UIDs).
     """
+    started = time.perf_counter()
+    result = _prepare_or_explain(path, relative)
+    result.seconds, result.finished_at = time.perf_counter() - started, time.time()
+    return result
+
+
+def _prepare_or_explain(path: str, relative: str) -> WorkerResult:
     found_identifiers: list[str] = []
     try:
         return _prepare(Path(path), relative, found_identifiers)

@@ -19,6 +19,7 @@ from tests.score.conftest import KEY, subprocess_environment, table_rows, write_
 
 N_KILLS = 5
 N_FILMS = 96
+MID_SCORING_DELAY_S = 0.1  # kills land this soon after journaling starts: the tiny model then needs well under 1 s
 
 
 def journal_lines(out: Path) -> int:
@@ -41,7 +42,7 @@ def kill_at_random_moment(command: list[str], out: Path, rng: random.Random, att
         _wait(process, lambda: False, rng.uniform(0.2, 3.0))
     elif attempt < N_KILLS - 1:
         _wait(process, lambda: journal_lines(out) > before, 120)
-        _wait(process, lambda: False, rng.uniform(0.0, 0.3))
+        _wait(process, lambda: False, rng.uniform(0.0, MID_SCORING_DELAY_S))
     else:
         _wait(process, lambda: any(out.glob(".medres-tmp-*")), 120)
     assert process.poll() is None, f"kill {attempt}: the run ended before it, so nothing was interrupted"
