@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 @dataclass
 class TourSettings:
-    """How big the tour is; the defaults fit in about ten minutes on two CPU cores."""
+    """How big the tour is; the defaults take a few minutes on two CPU cores (see the closing timings)."""
 
     out: Path
     n_images: int = 1500
