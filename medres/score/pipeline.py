@@ -249,7 +249,6 @@ class Batcher:
         with torch.inference_mode():
             probabilities = setup.task.predict(setup.model, batch, setup.config.precision)[: len(self.inputs)]
         seconds = time.perf_counter() - started
-        self.stats.model_seconds += seconds
         self.stats.clock.add("inference", seconds)
         self.stats.clock.mark("first_batch_scored")
         rows = [scored_row(setup, entry.relative, info, probabilities[index])

@@ -28,7 +28,6 @@ from medres.io.budget import check_size_budget
 from medres.io.dicom import apply_pixel_semantics, read_dicom_dataset, translate_errors
 from medres.io.image import Image
 from medres.models.card import ModelCard
-from medres.transforms.cxr import stored_size
 
 JPEG2000_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
 PILLOW_GRAY_MODES = frozenset({"L", "I;16", "I;16L", "I;16B", "I"})
@@ -53,7 +52,7 @@ def decode_reduced_if_j2k(dataset: Dataset, path: Path, card: ModelCard, size_bu
     rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     simple = (int(dataset.get("NumberOfFrames", 1) or 1) == 1 and int(dataset.get("SamplesPerPixel", 1) or 1) == 1
               and int(dataset.get("PixelRepresentation", 0) or 0) == 0)
-    levels = reduction_levels(rows, columns, stored_size(card))
+    levels = reduction_levels(rows, columns, card.stored_size)
     if syntax not in JPEG2000_SYNTAXES or not simple or levels == 0:
         return None
     bits = int(dataset.get("BitsAllocated", 16) or 16)

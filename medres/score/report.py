@@ -43,7 +43,6 @@ class RunStats:
     resumed: int = 0
     worker_restarts: int = 0
     seconds: float = 0.0
-    model_seconds: float = 0.0
     clock: StageClock = field(default_factory=StageClock.start)
 
 
@@ -56,7 +55,8 @@ def finish_run(setup: RunSetup, all_stats: list[RunStats], started: float, world
     tables_seconds = time.perf_counter() - tables_started
     clock.add("writing", tables_seconds)
     clock.mark("finished")
-    report = run_report(setup, all_stats, counts, reasons, started, world_size, tables_seconds)
+    report = run_report(setup, all_stats, counts, reasons, started, world_size, tables_seconds,
+                        model_seconds=clock.seconds.get("inference", 0.0))
     report["timings"].update(clock.record())
     write_json_atomically(setup.out_dir / RUN_FILE, report)
     return report
@@ -112,7 +112,7 @@ def write_tables(setup: RunSetup) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def run_report(setup: RunSetup, all_stats: list[RunStats], counts: dict[str, int], reasons: dict[str, int],
-               started: float, world_size: int, tables_seconds: float) -> dict[str, Any]:
+               started: float, world_size: int, tables_seconds: float, model_seconds: float) -> dict[str, Any]:
     """The content of ``run.json``: counts, timings, throughput, versions, arguments (no identifiers).
 
     ``timings`` holds the wall time of the call (``wall_seconds``), of the
@@ -137,7 +137,7 @@ def run_report(setup: RunSetup, all_stats: list[RunStats], counts: dict[str, int
                      "resumed_from_journal": sum(stats.resumed for stats in all_stats),
                      "worker_restarts": sum(stats.worker_restarts for stats in all_stats)},
         "timings": {"wall_seconds": round(time.time() - started, 3), "scoring_seconds": round(scoring_seconds, 3),
-                    "model_seconds": round(sum(stats.model_seconds for stats in all_stats), 3),
+                    "model_seconds": round(model_seconds, 3),
                     "tables_seconds": round(tables_seconds, 3)},
         "images_per_second": round(scored_now / scoring_seconds, 3) if scoring_seconds > 0 else 0.0,
         "model": {"name": setup.card.name, "task": setup.card.task, "checkpoint_sha256": setup.checkpoint_sha256,

@@ -154,7 +154,3 @@ def stored_for_card(array: np.ndarray, card: ModelCard) -> np.ndarray:
     """A decoded radiograph as the card's uint8 stored image (its ``stored_size`` and ``crop``)."""
     return to_stored(array, card.stored_size, card.crop)
 
-
-def stored_size(card: ModelCard) -> int:
-    """The card's ``stored_size`` (a typed field; this accessor remains for callers that still use it)."""
-    return card.stored_size

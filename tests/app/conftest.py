@@ -101,3 +101,9 @@ def open_by_browsing(app, relative: str):
         app.button(key="browse_enter").click().run()
     app.selectbox(key="browse_choice").set_value(relative)
     return app.button(key="browse_open").click().run()
+
+
+def open_worklist(app, folder: str = "scored"):
+    """Switch a running AppTest to the worklist and open a `medres score` output folder under the root."""
+    app.radio(key="mode").set_value("Worklist").run()
+    return app.text_input(key="worklist_folder").set_value(folder).run()

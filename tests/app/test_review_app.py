@@ -16,7 +16,7 @@ import pytest
 
 from medres.app import views
 from medres.models import create_model, save_checkpoint
-from tests.app.conftest import messages, open_by_browsing
+from tests.app.conftest import messages, open_by_browsing, open_worklist
 from tests.conftest import dicom_test_file
 
 NOTICE = "Research use only, not for diagnosis."
@@ -309,8 +309,7 @@ def test_seg_model_on_demand_shows_labels_legend_and_volumes(make_app, seg_check
 
 def test_worklist_filters_sorts_and_opens_a_row_with_its_heatmap(make_app) -> None:
     app = make_app().run()
-    app.radio(key="mode").set_value("Worklist").run()
-    app.text_input(key="worklist_folder").set_value("scored").run()
+    open_worklist(app)
     assert not app.exception and not app.error
     app.selectbox(key="worklist_label").set_value("Effusion").run()
     table = app.dataframe[0].value
@@ -371,8 +370,7 @@ def test_case_settings_reset_when_another_case_opens(make_app) -> None:
     app.selectbox(key="browse_choice").set_value("samples/chest.png")
     app.button(key="browse_open").click().run()
     app.selectbox(key="cam_class").set_value("Hernia").run()
-    app.radio(key="mode").set_value("Worklist").run()
-    app.text_input(key="worklist_folder").set_value("scored").run()
+    open_worklist(app)
     app.selectbox(key="worklist_label").set_value("Effusion").run()
     app.button(key="worklist_open").click().run()
     assert app.selectbox(key="cam_class").value == "Effusion", "the worklist's class, not the previous choice"

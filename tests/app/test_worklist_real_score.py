@@ -16,7 +16,7 @@ from medres.errors import InputMovedError
 from medres.io import read_image
 from medres.models import CXR14_LABELS, read_card
 from medres.synthetic.dicom import projection_dataset, write_dicom
-from tests.app.conftest import REPO, messages, run_score
+from tests.app.conftest import REPO, messages, open_worklist, run_score
 
 SAMPLES = REPO / "sample_data"
 
@@ -119,8 +119,7 @@ def test_a_run_json_without_input_root_asks_for_the_folder(scored_elsewhere: Pat
 def test_page_opens_a_real_row_with_the_heatmap_score_wrote(make_app, app_root: Path) -> None:
     scores = pd.read_csv(app_root / "scored" / "scores.csv")
     app = make_app().run()
-    app.radio(key="mode").set_value("Worklist").run()
-    app.text_input(key="worklist_folder").set_value("scored").run()
+    open_worklist(app)
     assert not app.exception and not app.error
     app.selectbox(key="worklist_label").set_value("Effusion").run()
     table = app.dataframe[0].value
@@ -144,8 +143,7 @@ def test_page_opens_a_real_row_with_the_heatmap_score_wrote(make_app, app_root: 
 def test_page_explains_a_moved_input_folder_and_takes_its_new_place(make_app, app_root: Path) -> None:
     shutil.move(app_root / "samples", app_root / "moved_samples")
     app = make_app().run()
-    app.radio(key="mode").set_value("Worklist").run()
-    app.text_input(key="worklist_folder").set_value("scored").run()
+    open_worklist(app)
     assert not app.exception
     assert any(element.value.startswith("input_moved") and "move it back" in element.value for element in app.error)
     assert len(app.dataframe) == 1, "the scores are still shown"

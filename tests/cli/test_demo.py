@@ -5,17 +5,15 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from medres.cli import demo
 from medres.cli.main import main
+from tests.app.test_browser import free_port, wait_until_serving
 
 
 @pytest.mark.slow
@@ -50,29 +48,11 @@ def assert_printed_app_command_starts_the_app(printed: str) -> None:
                               env=shell_environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     try:
-        assert wait_for_health(port, server), server.stdout.read() if server.poll() is not None else "no answer"
+        wait_until_serving(f"http://127.0.0.1:{port}", server)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_health(port: int, server: subprocess.Popen, timeout_s: float = 120.0) -> bool:
-    """True once Streamlit's health endpoint answers ``ok``; False if the server exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as answer:
-                if answer.read().strip() == b"ok":
-                    return True
-        except OSError:
-            time.sleep(0.5)
-    return False
 
 
 def test_a_step_runs_the_typed_command_in_its_own_process(tmp_path, capfd):

@@ -46,7 +46,6 @@ from medres.transforms.cxr import (
     CxrInputTransform,
     center_square_box,
     preprocess_for_model,
-    stored_size,
     to_stored,
 )
 
@@ -405,7 +404,7 @@ def test_card_preprocessing_is_close_to_torchxrayvision_on_a_real_radiograph(nih
     assert float(medres_input.min()) == -1024.0 and float(medres_input.max()) <= 1024.0
     assert float(difference.max()) < 128 and float(difference.mean()) < 8  # of [-1024, 1024]; observed 82, 3.7
     assert center_square_box(603, 640) == (0, 19, 603)  # XRayCenterCrop: start = length // 2 - side // 2
-    squeezed = CxrInputTransform(card)(to_stored(array, stored_size(card), crop="none"))
+    squeezed = CxrInputTransform(card)(to_stored(array, card.stored_size, crop="none"))
     assert float((squeezed - expected).abs().mean()) > 4 * float(difference.mean())
 
 
@@ -558,7 +557,7 @@ def test_cards_written_before_the_crop_field_load_and_preprocess_as_before():
     card = ModelCard.from_json(json.dumps(old))
     assert card.crop == "none" and "crop" not in card.extra
     array = read_image(DATA / "chest_rg1_8bit.png").array
-    before = CxrInputTransform(card)(to_stored(array, stored_size(card)))  # the call made before crops existed
+    before = CxrInputTransform(card)(to_stored(array, card.stored_size))  # the call made before crops existed
     torch.testing.assert_close(preprocess_for_model(array, card), before, rtol=0, atol=0)
     with pytest.raises(InvalidModelCardError, match="crop"):
         ModelCard.from_json(json.dumps({**old, "crop": "random"}))

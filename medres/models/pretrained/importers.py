@@ -270,7 +270,7 @@ def _fresh_model(name: str, published: PublishedModel | None, keep_imagenet_head
         resolution = published.input_resolution
         overrides = {"labels": published.labels, "thresholds": published.thresholds,
                      "input_size": (resolution, resolution), "normalization": dict(TORCHXRAYVISION_NORMALIZATION),
-                     "crop": "center_square", "extra": {"stored_size": resolution}}
+                     "crop": "center_square", "stored_size": resolution}
         source_labels = published.outputs
     elif keep_imagenet_head:
         overrides = {"labels": IMAGENET_LABELS, "in_channels": 3,
