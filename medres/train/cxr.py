@@ -55,8 +55,8 @@ def build_model(config: CxrTrainConfig, index: ChestXray14Index, stored_size: in
     """The registry model with a card that records the data and preprocessing it is trained with.
 
     Args:
-        stored_size: The size images are stored at during training (:func:`training_stored_size`);
-            the card records it, and the datasets read it from there.
+        stored_size: The size images are stored at during training (the prepared cache's, else
+            :data:`DEFAULT_STORED_SIZE`); the card records it, and the datasets read it from there.
     """
     overrides = {"training_data_fingerprint": table_fingerprint(index.table), "stored_size": stored_size,
                  "extra": {"split_method": index.split_method}}
@@ -69,14 +69,9 @@ def build_model(config: CxrTrainConfig, index: ChestXray14Index, stored_size: in
     return model
 
 
-def training_stored_size(cache: StoredImageCache | None) -> int:
-    """The stored size of a training run: the prepared cache's, else :data:`DEFAULT_STORED_SIZE`."""
-    return cache.size if cache is not None else DEFAULT_STORED_SIZE
-
-
-def make_datasets(config: CxrTrainConfig, index: ChestXray14Index, card) -> tuple[CxrDataset, CxrDataset]:
+def make_datasets(config: CxrTrainConfig, index: ChestXray14Index, card,
+                  cache: StoredImageCache | None) -> tuple[CxrDataset, CxrDataset]:
     """Train and val datasets that store images as ``card`` says (its ``stored_size`` and ``crop``)."""
-    cache = StoredImageCache(config.cache) if config.cache else None
     table = index.table
     if cache is not None and cache.failed:
         LOGGER.warning("%d images could not be decoded when the cache was prepared; they are left out",
@@ -121,8 +116,8 @@ def train_cxr(config: CxrTrainConfig, resume: bool = False) -> Path:
     run_dir = Path(config.out)
     index = load_chestxray14(config.data, val_fraction=config.val_fraction, seed=config.split_seed)
     cache = StoredImageCache(config.cache) if config.cache else None
-    model = build_model(config, index, training_stored_size(cache))
-    train, val = make_datasets(config, index, model.card)
+    model = build_model(config, index, cache.size if cache is not None else DEFAULT_STORED_SIZE)
+    train, val = make_datasets(config, index, model.card, cache)
     loss = bce_loss(train.labels, config.class_weighted)
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
