@@ -5,8 +5,8 @@
 What a user writes without medres's scorer: one file at a time, ``dcmread`` ->
 ``pixel_array`` -> min-max -> antialiased resize to 224 x 224 -> the model at
 batch 1 in fp32 -> sigmoid, one CSV row per file. The model comes from the same
-checkpoint through :func:`medres.models.load_checkpoint` (which imports MONAI,
-as building the network from MONAI directly would). Run as its own process, it
+checkpoint: MONAI's ``DenseNet121``, as a user builds it without medres, with
+the checkpoint's tensors (safetensors; the keys are MONAI's). Run as its own process, it
 pays the interpreter's start-up and its imports, as the user does.
 """
 
@@ -20,8 +20,11 @@ import numpy as np
 import pydicom
 import torch
 import torch.nn.functional as F
+from monai.networks.nets import DenseNet121
+from safetensors.torch import load_file
 
-from medres.models import load_checkpoint
+LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
+          "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
 
 
 def score_file(path: Path, model: torch.nn.Module) -> list[float]:
@@ -32,11 +35,18 @@ def score_file(path: Path, model: torch.nn.Module) -> list[float]:
     return torch.sigmoid(model((image - 0.449) / 0.226))[0].tolist()
 
 
+def load_densenet121(checkpoint: Path) -> torch.nn.Module:
+    """MONAI's DenseNet-121 (1 channel, 14 outputs) with the checkpoint's weights, in evaluation mode."""
+    model = DenseNet121(spatial_dims=2, in_channels=1, out_channels=len(LABELS))
+    model.load_state_dict(load_file(checkpoint))
+    return model.eval()
+
+
 def main(folder: Path, checkpoint: Path, out_csv: Path) -> None:
-    model = load_checkpoint(checkpoint)
+    model = load_densenet121(checkpoint)
     with torch.inference_mode(), open(out_csv, "w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["path", *model.card.labels])
+        writer.writerow(["path", *LABELS])
         for path in sorted(folder.rglob("*.dcm")):
             writer.writerow([path.relative_to(folder).as_posix(), *score_file(path, model)])
 

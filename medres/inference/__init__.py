@@ -8,19 +8,37 @@
 - :mod:`~medres.inference.layout`: channels-last copies of 3D networks.
 
 Device, precision and process groups come from :mod:`medres.runtime`; nothing
-here imports :mod:`medres.train`.
+here imports :mod:`medres.train`. The package imports its parts when first
+asked for them: classifying never imports MONAI, which the sliding window
+needs (``import monai`` takes seconds).
 """
 
 from __future__ import annotations
 
-from medres.inference.classify import output_activation, predict_batch, predict_dataset
-from medres.inference.sliding_window import (
-    ProgressCallback,
-    SlidingWindowSettings,
-    run_with_memory_fallback,
-    sliding_window_logits,
-)
-from medres.inference.tta import mirror_flips, tta_mirror_axes
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medres.inference.classify import output_activation, predict_batch, predict_dataset
+    from medres.inference.sliding_window import (
+        ProgressCallback,
+        SlidingWindowSettings,
+        run_with_memory_fallback,
+        sliding_window_logits,
+    )
+    from medres.inference.tta import mirror_flips, tta_mirror_axes
+
+_PUBLIC = {
+    "output_activation": "medres.inference.classify",
+    "predict_batch": "medres.inference.classify",
+    "predict_dataset": "medres.inference.classify",
+    "ProgressCallback": "medres.inference.sliding_window",
+    "SlidingWindowSettings": "medres.inference.sliding_window",
+    "run_with_memory_fallback": "medres.inference.sliding_window",
+    "sliding_window_logits": "medres.inference.sliding_window",
+    "mirror_flips": "medres.inference.tta",
+    "tta_mirror_axes": "medres.inference.tta",
+}
 
 __all__ = [
     "ProgressCallback",
@@ -33,3 +51,10 @@ __all__ = [
     "sliding_window_logits",
     "tta_mirror_axes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The public names above, each imported from its module on first use."""
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """CheXNet-style 2D chest X-ray classifiers: 1 grayscale channel in, 14 logits out.
 
-Every network is a MONAI network (``DenseNet121``, ``ResNet``); the only layers
+Every network is laid out as MONAI's ``DenseNet121`` or ``ResNet`` (built by
+:mod:`medres.models.networks`, which imports no MONAI); the only layers
 written here are the two bottleneck variants MONAI lacks (wide and
 pre-activation). Outputs are logits in :data:`CXR14_LABELS` order: the sigmoid
 (the card's default ``output_activation`` for ``cxr``) belongs to the loss and
@@ -15,33 +16,37 @@ Grad-CAM and in-place operations: a hook on ``card.gradcam_layer`` must see a
 tensor that nothing modifies in place afterwards, or the stored activation
 changes under it and ``register_full_backward_hook`` raises. Each factory's
 docstring says how its layer's output is produced. Never hook a ResNet block's
-``act`` module: MONAI calls that one ReLU module two or three times per block.
+``act`` module: the blocks call that one ReLU module two or three times per block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import torch
-from monai.networks.layers.factories import Conv, Pool
-from monai.networks.layers.utils import get_act_layer, get_norm_layer
-from monai.networks.nets import DenseNet121, ResNet
-from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
 from torch import nn
 
 from medres.models.card import CXR14_LABELS, IMAGENET_GRAY_NORMALIZATION, ModelCard
+from medres.models.networks import (
+    ADAPTIVE_MAX_POOL,
+    BATCH_NORM,
+    CONV,
+    ResNet,
+    ResNetBlock,
+    ResNetBottleneck,
+    Shortcut,
+    densenet121,
+    relu,
+)
 from medres.models.registry import attach_card, register_model
 
 DEFAULT_CXR_MODEL = "chexnet_resnet50"
 RESNET_WIDTHS: tuple[int, ...] = (64, 128, 256, 512)
-LayerSpec = str | tuple[str, dict[str, Any]]
-INPLACE_RELU: LayerSpec = ("relu", {"inplace": True})
 
 
 class WideResNetBottleneck(ResNetBottleneck):
-    """MONAI's bottleneck with the inner 1x1 and 3x3 convolutions ``width_factor`` times wider.
+    """The bottleneck with the inner 1x1 and 3x3 convolutions ``width_factor`` times wider.
 
     This is Wide ResNet-50-2 as torchvision builds it: the inner width doubles
     (64 -> 128 in stage 1) while the block output keeps ResNet-50's
@@ -57,16 +62,13 @@ class WideResNetBottleneck(ResNetBottleneck):
         planes: int,
         spatial_dims: int = 2,
         stride: int = 1,
-        downsample: nn.Module | partial | None = None,
-        act: LayerSpec = INPLACE_RELU,
-        norm: LayerSpec = "batch",
+        downsample: Shortcut = None,
     ) -> None:
         inner_width = planes * self.width_factor
-        super().__init__(in_planes, inner_width, spatial_dims, stride, downsample, act, norm)
+        super().__init__(in_planes, inner_width, spatial_dims, stride, downsample)
         # The parent sized conv3/bn3 for inner_width * 4 outputs; restore ResNet-50's output width.
-        conv_type = Conv[Conv.CONV, spatial_dims]
-        self.conv3 = conv_type(inner_width, planes * self.expansion, kernel_size=1, bias=False)
-        self.bn3 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes * self.expansion)
+        self.conv3 = CONV[spatial_dims](inner_width, planes * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = BATCH_NORM[spatial_dims](planes * self.expansion)
 
 
 class PreActResNetBottleneck(nn.Module):
@@ -86,20 +88,17 @@ class PreActResNetBottleneck(nn.Module):
         planes: int,
         spatial_dims: int = 2,
         stride: int = 1,
-        downsample: nn.Module | partial | None = None,
-        act: LayerSpec = INPLACE_RELU,
-        norm: LayerSpec = "batch",
+        downsample: Shortcut = None,
     ) -> None:
         super().__init__()
-        conv_type = Conv[Conv.CONV, spatial_dims]
-        norm_layer = partial(get_norm_layer, name=norm, spatial_dims=spatial_dims)
-        self.bn1 = norm_layer(channels=in_planes)
-        self.conv1 = conv_type(in_planes, planes, kernel_size=1, bias=False)
-        self.bn2 = norm_layer(channels=planes)
-        self.conv2 = conv_type(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn3 = norm_layer(channels=planes)
-        self.conv3 = conv_type(planes, planes * self.expansion, kernel_size=1, bias=False)
-        self.act = get_act_layer(name=act)
+        conv, norm = CONV[spatial_dims], BATCH_NORM[spatial_dims]
+        self.bn1 = norm(in_planes)
+        self.conv1 = conv(in_planes, planes, kernel_size=1, bias=False)
+        self.bn2 = norm(planes)
+        self.conv2 = conv(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn3 = norm(planes)
+        self.conv3 = conv(planes, planes * self.expansion, kernel_size=1, bias=False)
+        self.act = relu()
         self.downsample = downsample[0] if isinstance(downsample, nn.Sequential) else downsample
         self.stride = stride
 
@@ -113,7 +112,7 @@ class PreActResNetBottleneck(nn.Module):
 
 
 class PreActResNet(ResNet):
-    """MONAI's ResNet plus the final BN -> ReLU that pre-activation blocks leave to the network.
+    """The ResNet plus the final BN -> ReLU that pre-activation blocks leave to the network.
 
     Pre-activation blocks end on a bare addition, so the last block's output is
     un-normalised; He et al. add one BN-ReLU before global pooling.
@@ -123,18 +122,11 @@ class PreActResNet(ResNet):
     def __init__(self, **resnet_options: Any) -> None:
         super().__init__(**resnet_options)
         final_channels = self.layer4[-1].conv3.out_channels
-        spatial_dims = resnet_options.get("spatial_dims", 3)
-        self.final_norm = get_norm_layer(name="batch", spatial_dims=spatial_dims, channels=final_channels)
+        self.final_norm = BATCH_NORM[self.spatial_dims](final_channels)
         self.final_act = nn.ReLU(inplace=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.bn1(self.conv1(x)))
-        if not self.no_max_pool:
-            x = self.maxpool(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = self.final_act(self.final_norm(x))
-        x = self.avgpool(x).flatten(1)
-        return x if self.fc is None else self.fc(x)
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_act(self.final_norm(super().forward_features(x)))
 
 
 def _cxr_card(name: str, gradcam_layer: str, input_size: tuple[int, int], overrides: dict[str, Any],
@@ -154,14 +146,14 @@ def _cxr_card(name: str, gradcam_layer: str, input_size: tuple[int, int], overri
     return default.with_overrides(**overrides)
 
 
-def _monai_resnet(
+def _cxr_resnet(
     card: ModelCard,
     block: type[nn.Module],
     layers: Sequence[int],
     block_inplanes: Sequence[int] = RESNET_WIDTHS,
     network_class: type[ResNet] = ResNet,
 ) -> ResNet:
-    """A 2D MONAI ResNet shaped by the card, with torchvision's stem and shortcuts."""
+    """A 2D ResNet (MONAI's layout) shaped by the card, with torchvision's stem and shortcuts."""
     return network_class(
         block=block,
         layers=list(layers),
@@ -179,7 +171,7 @@ def _monai_resnet(
 
 def _resnet_classifier(name: str, layers: Sequence[int], overrides: dict[str, Any]) -> nn.Module:
     card = _cxr_card(name, gradcam_layer="layer4", input_size=(224, 224), overrides=overrides)
-    return attach_card(_monai_resnet(card, ResNetBottleneck, layers), card)
+    return attach_card(_cxr_resnet(card, ResNetBottleneck, layers), card)
 
 
 @register_model(task="cxr")
@@ -213,14 +205,14 @@ def chexnet_wide_resnet50(**overrides: Any) -> nn.Module:
     parameters (so ~66.8M is the count for 1 channel and 14 labels: 66,856,654).
     """
     card = _cxr_card("chexnet_wide_resnet50", gradcam_layer="layer4", input_size=(224, 224), overrides=overrides)
-    return attach_card(_monai_resnet(card, WideResNetBottleneck, (3, 4, 6, 3)), card)
+    return attach_card(_cxr_resnet(card, WideResNetBottleneck, (3, 4, 6, 3)), card)
 
 
 @register_model(task="cxr")
 def chexnet_preact_resnet50(**overrides: Any) -> nn.Module:
     """Pre-activation ResNet-50; Grad-CAM layer ``final_act`` (the final BN-ReLU, not in place)."""
     card = _cxr_card("chexnet_preact_resnet50", gradcam_layer="final_act", input_size=(224, 224), overrides=overrides)
-    network = _monai_resnet(card, PreActResNetBottleneck, (3, 4, 6, 3), network_class=PreActResNet)
+    network = _cxr_resnet(card, PreActResNetBottleneck, (3, 4, 6, 3), network_class=PreActResNet)
     return attach_card(network, card)
 
 
@@ -229,7 +221,7 @@ def chexnet_densenet121(**overrides: Any) -> nn.Module:
     """DenseNet-121 as in CheXNet (Rajpurkar et al. 2017); 6.96M parameters.
 
     Grad-CAM layer ``class_layers.relu``: the ReLU after ``features.norm5``, the
-    last spatial feature map before pooling. MONAI makes that ReLU in place,
+    last spatial feature map before pooling. MONAI's layout makes that ReLU in place,
     which would overwrite ``norm5``'s output and break backward hooks, so it
     is replaced by a non-in-place ReLU (it has no weights; checkpoints are
     unaffected).
@@ -237,7 +229,7 @@ def chexnet_densenet121(**overrides: Any) -> nn.Module:
     card = _cxr_card(
         "chexnet_densenet121", gradcam_layer="class_layers.relu", input_size=(224, 224), overrides=overrides
     )
-    network = DenseNet121(spatial_dims=2, in_channels=card.in_channels, out_channels=len(card.labels))
+    network = densenet121(spatial_dims=2, in_channels=card.in_channels, out_channels=len(card.labels))
     network.class_layers.relu = nn.ReLU(inplace=False)
     return attach_card(network, card)
 
@@ -270,18 +262,18 @@ def chexnet_tiny(**overrides: Any) -> nn.Module:
     """
     card = _cxr_card("chexnet_tiny", gradcam_layer="layer4", input_size=(128, 128), overrides=overrides,
                      architecture_revision=2)
-    network = _monai_resnet(card, ResNetBlock, (1, 1, 1, 1), block_inplanes=(8, 16, 32, 64))
+    network = _cxr_resnet(card, ResNetBlock, (1, 1, 1, 1), block_inplanes=(8, 16, 32, 64))
     for stage in (network.layer3, network.layer4):
         _keep_resolution(stage)
-    network.avgpool = Pool[Pool.ADAPTIVEMAX, card.spatial_dims](1)  # MONAI's forward pools through ``avgpool``
+    network.avgpool = ADAPTIVE_MAX_POOL[card.spatial_dims](1)  # the ResNet's forward pools through ``avgpool``
     _zero_init_last_norms(network)
     return attach_card(network, card)
 
 
 def _keep_resolution(stage: nn.Sequential) -> None:
-    """Make a MONAI ResNet stage keep its input's resolution (its first block's stride-2 convolutions get stride 1).
+    """Make a ResNet stage keep its input's resolution (its first block's stride-2 convolutions get stride 1).
 
-    MONAI's ``ResNet`` has no ``replace_stride_with_dilation`` like
+    The ResNet (like MONAI's) has no ``replace_stride_with_dilation`` like
     torchvision's; a stride changes no weight shape, so setting it after
     construction gives the same parameters.
     """

@@ -15,13 +15,12 @@ percentiles), and checkpoints carry the trained card.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from monai.networks.nets import ResNet, UNet
-from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
 from torch import nn
 
 from medres.models.card import ModelCard
+from medres.models.networks import ResNet, ResNetBlock, ResNetBottleneck
 from medres.models.registry import attach_card, register_model
 
 DEFAULT_SEG_LABELS: tuple[str, ...] = ("background", "foreground")
@@ -41,7 +40,14 @@ def _volume_card(name: str, task: str, labels: tuple[str, ...], input_size: tupl
     return default.with_overrides(**overrides)
 
 
+if TYPE_CHECKING:
+    from monai.networks.nets import UNet
+
+
 def _residual_unet(card: ModelCard, channels: Sequence[int], num_res_units: int) -> UNet:
+    """MONAI's ``UNet``, imported here: ``import monai`` costs seconds, which commands without a U-Net never pay."""
+    from monai.networks.nets import UNet
+
     return UNet(spatial_dims=3, in_channels=card.in_channels, out_channels=len(card.labels),
                 channels=tuple(channels), strides=(2,) * (len(channels) - 1), num_res_units=num_res_units,
                 norm="instance")
@@ -79,7 +85,7 @@ def resunet3d_tiny(**overrides: Any) -> nn.Module:
 
 def _medicalnet_resnet(card: ModelCard, block: type[nn.Module], layers: Sequence[int],
                        widths: Sequence[int], shortcut_type: str, bias_downsample: bool) -> ResNet:
-    """MONAI's 3D ResNet with MedicalNet's stem (7^3 stride-2 convolution, max pooling).
+    """A 3D ResNet (MONAI's layout) with MedicalNet's stem (7^3 stride-2 convolution, max pooling).
 
     Shortcut type and projection bias follow MONAI's
     ``get_medicalnet_pretrained_resnet_args`` (A for 18/34, B without bias for

@@ -29,12 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import ScaleIntensity
 
 from medres.errors import InvalidModelCardError
 from medres.models.card import CROPS, ModelCard
-
-_scale_to_unit = ScaleIntensity(minv=0.0, maxv=1.0)
 
 
 def to_stored(array: np.ndarray, size: int, crop: str = "none") -> np.ndarray:
@@ -51,13 +48,27 @@ def to_stored(array: np.ndarray, size: int, crop: str = "none") -> np.ndarray:
             image is squeezed), ``"center_square"`` first keeps its largest centred
             square, as the models imported from torchxrayvision were trained.
     """
-    scaled = torch.as_tensor(_scale_to_unit(np.asarray(array[:1], dtype=np.float32)), dtype=torch.float32)
+    scaled = scale_to_unit(array[:1])
     if crop == "center_square":
         scaled = crop_center_square(scaled)
     elif crop != "none":
         raise InvalidModelCardError(f"crop {crop!r} is not one of {', '.join(CROPS)}")
     resized = resize(scaled, (size, size))
     return (resized[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def scale_to_unit(array: np.ndarray) -> torch.Tensor:
+    """Min-max scaling to [0, 1] in float32; a constant image becomes zeros.
+
+    What MONAI's ``ScaleIntensity(minv=0, maxv=1)`` computes (a test compares
+    them), written out so that decoder processes never import MONAI (seconds
+    per process; see :mod:`medres.models.networks`).
+    """
+    values = torch.as_tensor(np.asarray(array, dtype=np.float32))
+    low, high = values.min(), values.max()
+    if low == high:
+        return torch.zeros_like(values)
+    return (values - low) / (high - low)
 
 
 def crop_center_square(channels_first: torch.Tensor) -> torch.Tensor:

@@ -62,3 +62,20 @@ def test_class_weighted_loss_uses_negatives_over_positives():
     loss = bce_loss(labels, class_weighted=True)
     torch.testing.assert_close(loss.pos_weight, torch.tensor([1.0, 3.0]))
     assert bce_loss(labels, class_weighted=False).pos_weight is None
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float64"])
+def test_min_max_scaling_equals_monais_scale_intensity(dtype):
+    """``scale_to_unit`` (written out so decoders skip importing MONAI) against MONAI's ``ScaleIntensity(0, 1)``."""
+    import numpy as np
+    from monai.transforms import ScaleIntensity
+
+    from medres.transforms.cxr import scale_to_unit
+
+    rng = np.random.default_rng(4)
+    radiograph = (rng.normal(800, 300, size=(1, 97, 131)).clip(-1000, 4095)).astype(dtype)
+    expected = np.asarray(ScaleIntensity(minv=0.0, maxv=1.0)(radiograph.astype(np.float32)))
+    assert np.array_equal(scale_to_unit(radiograph).numpy(), expected)
+    constant = np.full((1, 8, 8), 7, dtype=dtype)
+    assert np.array_equal(scale_to_unit(constant).numpy(), np.asarray(ScaleIntensity(minv=0.0, maxv=1.0)(
+        constant.astype(np.float32))))

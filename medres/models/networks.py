@@ -1,0 +1,272 @@
+"""ResNet and DenseNet in plain torch, laid out exactly as MONAI's ``ResNet`` and ``DenseNet121``.
+
+Same module names (so the same state-dict keys and shapes: MONAI-built
+checkpoints, the torchvision/timm/MedicalNet key maps and Grad-CAM layer names
+all keep working), the same construction order and initialisation (so the
+same seed gives the same weights, and training is unchanged), the same
+forward pass. ``tests/models/test_networks.py`` builds MONAI's networks beside
+these and checks all three.
+
+Why not MONAI's own classes: ``import monai`` imports the whole package first
+(its data and transforms packages, scipy.signal, pandas, matplotlib), about
+2.6 s beyond torch's own import on 2 cores, before any network exists. Batch
+scoring, the review app and ``medres info`` pay that on every start for
+networks that are a few dozen lines; MONAI's package layout offers no way to
+import ``monai.networks`` alone. Everything else MONAI does for medres
+(transforms, losses, sliding windows, the U-Net) is still MONAI's.
+
+One deliberate difference: MONAI's type-A shortcut (zero-padded identity,
+MedicalNet's ResNet-18/34) concatenates ``out.data``, which cuts the gradient
+through the shortcut; here the gradient flows, as in MedicalNet's original.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+BATCH_NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+MAX_POOL: dict[int, type[nn.Module]] = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+AVG_POOL: dict[int, type[nn.Module]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+ADAPTIVE_AVG_POOL: dict[int, type[nn.Module]] = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d,
+                                                 3: nn.AdaptiveAvgPool3d}
+ADAPTIVE_MAX_POOL: dict[int, type[nn.Module]] = {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d,
+                                                 3: nn.AdaptiveMaxPool3d}
+Shortcut = nn.Module | Callable[[torch.Tensor], torch.Tensor] | None
+
+
+def relu() -> nn.ReLU:
+    """The in-place ReLU MONAI's networks use by default."""
+    return nn.ReLU(inplace=True)
+
+
+class ResNetBlock(nn.Module):
+    """Basic block: 3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, plus the shortcut, then ReLU (``self.act`` twice)."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, spatial_dims: int = 2, stride: int = 1,
+                 downsample: Shortcut = None) -> None:
+        super().__init__()
+        conv, norm = CONV[spatial_dims], BATCH_NORM[spatial_dims]
+        self.conv1 = conv(in_planes, planes, kernel_size=3, padding=1, stride=stride, bias=False)
+        self.bn1 = norm(planes)
+        self.act = relu()
+        self.conv2 = conv(planes, planes, kernel_size=3, padding=1, bias=False)
+        self.bn2 = norm(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.act(out)
+
+
+class ResNetBottleneck(nn.Module):
+    """Bottleneck: 1x1 -> 3x3 (stride here) -> 1x1 four times wider, BN after each, shortcut, ReLU."""
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, spatial_dims: int = 2, stride: int = 1,
+                 downsample: Shortcut = None) -> None:
+        super().__init__()
+        conv, norm = CONV[spatial_dims], BATCH_NORM[spatial_dims]
+        self.conv1 = conv(in_planes, planes, kernel_size=1, bias=False)
+        self.bn1 = norm(planes)
+        self.conv2 = conv(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = norm(planes)
+        self.conv3 = conv(planes, planes * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = norm(planes * self.expansion)
+        self.act = relu()
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.act(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.act(out)
+
+
+def zero_padded_shortcut(x: torch.Tensor, planes: int, stride: int) -> torch.Tensor:
+    """Type-A shortcut: the input subsampled by ``stride``, its channels padded with zeros up to ``planes``."""
+    subsampled = x[(slice(None), slice(None), *[slice(None, None, stride)] * (x.ndim - 2))]
+    return F.pad(subsampled, (0, 0) * (x.ndim - 2) + (0, planes - x.shape[1]))
+
+
+class ResNet(nn.Module):
+    """ResNet for 1D/2D/3D inputs, MONAI's ``ResNet`` layout: stem, max pooling, four stages, pooling, ``fc``.
+
+    Args:
+        block: The block class (``expansion`` says how much wider its output is than ``planes``).
+        layers: Blocks per stage.
+        block_inplanes: Each stage's ``planes``.
+        spatial_dims: 1, 2 or 3.
+        n_input_channels: Input channels.
+        conv1_t_size: The stem convolution's kernel size (padding keeps it centred).
+        conv1_t_stride: The stem convolution's stride.
+        shortcut_type: ``"B"`` projects with a 1x1 convolution and BN where the shape changes,
+            ``"A"`` pads with zeros (no weights).
+        num_classes: Outputs of ``fc``.
+        feed_forward: Whether there is an ``fc`` (without: pooled features out).
+        bias_downsample: Whether type-B projections have a bias.
+    """
+
+    def __init__(self, block: type[nn.Module], layers: Sequence[int], block_inplanes: Sequence[int],
+                 spatial_dims: int = 3, n_input_channels: int = 3, conv1_t_size: int = 7, conv1_t_stride: int = 1,
+                 shortcut_type: str = "B", num_classes: int = 400, feed_forward: bool = True,
+                 bias_downsample: bool = True) -> None:
+        super().__init__()
+        if shortcut_type not in ("A", "B"):
+            raise ValueError(f"shortcut_type {shortcut_type!r} is not 'A' or 'B'")
+        self.spatial_dims, self.shortcut_type, self.bias_downsample = spatial_dims, shortcut_type, bias_downsample
+        self.in_planes = block_inplanes[0]
+        self.conv1 = CONV[spatial_dims](n_input_channels, self.in_planes, kernel_size=conv1_t_size,
+                                        stride=conv1_t_stride, padding=conv1_t_size // 2, bias=False)
+        self.bn1 = BATCH_NORM[spatial_dims](self.in_planes)
+        self.act = relu()
+        self.maxpool = MAX_POOL[spatial_dims](kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, block_inplanes[0], layers[0])
+        self.layer2 = self._make_layer(block, block_inplanes[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, block_inplanes[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(block, block_inplanes[3], layers[3], stride=2)
+        self.avgpool = ADAPTIVE_AVG_POOL[spatial_dims](1)
+        self.fc = nn.Linear(block_inplanes[3] * block.expansion, num_classes) if feed_forward else None
+        self._initialise()
+
+    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        """One stage; only its first block changes resolution or width (with the shortcut it needs)."""
+        width = planes * block.expansion
+        downsample: Shortcut = None
+        if stride != 1 or self.in_planes != width:
+            if self.shortcut_type == "A":
+                downsample = partial(zero_padded_shortcut, planes=width, stride=stride)
+            else:
+                downsample = nn.Sequential(
+                    CONV[self.spatial_dims](self.in_planes, width, kernel_size=1, stride=stride,
+                                            bias=self.bias_downsample),
+                    BATCH_NORM[self.spatial_dims](width),
+                )
+        stage = [block(self.in_planes, planes, spatial_dims=self.spatial_dims, stride=stride, downsample=downsample)]
+        self.in_planes = width
+        stage += [block(self.in_planes, planes, spatial_dims=self.spatial_dims) for _ in range(1, blocks)]
+        return nn.Sequential(*stage)
+
+    def _initialise(self) -> None:
+        """He-normal convolutions (fan-out), unit BN scales, zero biases of BN and ``fc``."""
+        for module in self.modules():
+            if isinstance(module, CONV[self.spatial_dims]):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, BATCH_NORM[self.spatial_dims]):
+                nn.init.constant_(module.weight, 1)
+                nn.init.constant_(module.bias, 0)
+            elif isinstance(module, nn.Linear):
+                nn.init.constant_(module.bias, 0)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map."""
+        x = self.maxpool(self.act(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.forward_features(x)).flatten(1)
+        return x if self.fc is None else self.fc(x)
+
+
+class DenseLayer(nn.Module):
+    """BN -> ReLU -> 1x1 conv -> BN -> ReLU -> 3x3 conv (``self.layers``); its output is appended to its input."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, growth_rate: int, bn_size: int) -> None:
+        super().__init__()
+        conv, norm = CONV[spatial_dims], BATCH_NORM[spatial_dims]
+        bottleneck = bn_size * growth_rate
+        self.layers = nn.Sequential(OrderedDict([
+            ("norm1", norm(in_channels)),
+            ("relu1", relu()),
+            ("conv1", conv(in_channels, bottleneck, kernel_size=1, bias=False)),
+            ("norm2", norm(bottleneck)),
+            ("relu2", relu()),
+            ("conv2", conv(bottleneck, growth_rate, kernel_size=3, padding=1, bias=False)),
+        ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.layers(x)], 1)
+
+
+def dense_block(spatial_dims: int, layers: int, in_channels: int, bn_size: int, growth_rate: int) -> nn.Sequential:
+    """``layers`` dense layers, named ``denselayer1..``, each ``growth_rate`` channels wider than the last."""
+    return nn.Sequential(OrderedDict(
+        (f"denselayer{index + 1}", DenseLayer(spatial_dims, in_channels + index * growth_rate, growth_rate, bn_size))
+        for index in range(layers)
+    ))
+
+
+def transition(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Sequential:
+    """BN -> ReLU -> 1x1 conv -> 2x2 average pooling between dense blocks."""
+    return nn.Sequential(OrderedDict([
+        ("norm", BATCH_NORM[spatial_dims](in_channels)),
+        ("relu", relu()),
+        ("conv", CONV[spatial_dims](in_channels, out_channels, kernel_size=1, bias=False)),
+        ("pool", AVG_POOL[spatial_dims](kernel_size=2, stride=2)),
+    ]))
+
+
+class DenseNet(nn.Module):
+    """DenseNet (Huang et al. 2017), MONAI's ``DenseNet`` layout: ``features`` then ``class_layers``."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, init_features: int = 64,
+                 growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16), bn_size: int = 4) -> None:
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        self.features = nn.Sequential(OrderedDict([
+            ("conv0", CONV[spatial_dims](in_channels, init_features, kernel_size=7, stride=2, padding=3, bias=False)),
+            ("norm0", BATCH_NORM[spatial_dims](init_features)),
+            ("relu0", relu()),
+            ("pool0", MAX_POOL[spatial_dims](kernel_size=3, stride=2, padding=1)),
+        ]))
+        channels = init_features
+        for index, layers in enumerate(block_config):
+            self.features.add_module(f"denseblock{index + 1}",
+                                     dense_block(spatial_dims, layers, channels, bn_size, growth_rate))
+            channels += layers * growth_rate
+            if index == len(block_config) - 1:
+                self.features.add_module("norm5", BATCH_NORM[spatial_dims](channels))
+            else:
+                self.features.add_module(f"transition{index + 1}", transition(spatial_dims, channels, channels // 2))
+                channels //= 2
+        self.class_layers = nn.Sequential(OrderedDict([
+            ("relu", relu()),
+            ("pool", ADAPTIVE_AVG_POOL[spatial_dims](1)),
+            ("flatten", nn.Flatten(1)),
+            ("out", nn.Linear(channels, out_channels)),
+        ]))
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """He-normal convolutions (fan-in), unit BN scales, zero biases of BN and the classifier."""
+        for module in self.modules():
+            if isinstance(module, CONV[self.spatial_dims]):
+                nn.init.kaiming_normal_(module.weight)
+            elif isinstance(module, BATCH_NORM[self.spatial_dims]):
+                nn.init.constant_(module.weight, 1)
+                nn.init.constant_(module.bias, 0)
+            elif isinstance(module, nn.Linear):
+                nn.init.constant_(module.bias, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.class_layers(self.features(x))
+
+
+def densenet121(spatial_dims: int, in_channels: int, out_channels: int) -> DenseNet:
+    """DenseNet-121: 64 initial features, growth 32, blocks of 6, 12, 24 and 16 layers."""
+    return DenseNet(spatial_dims, in_channels, out_channels, init_features=64, growth_rate=32,
+                    block_config=(6, 12, 24, 16))
