@@ -15,8 +15,9 @@ needs (``import monai`` takes seconds).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medres.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from medres.inference.classify import output_activation, predict_batch, predict_dataset
@@ -53,8 +54,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """The public names above, each imported from its module on first use."""
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

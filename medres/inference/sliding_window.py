@@ -10,6 +10,11 @@ window edges, as nnU-Net), optionally averaged over mirrored copies
 ``medres train seg`` both call :func:`sliding_window_logits`, so a model is
 validated exactly as it is later run.
 
+Windows are placed, padded and blended as MONAI's ``sliding_window_inference``
+does with ``mode="gaussian"`` (the tests compare the two); the loop is written
+here so that ``medres segment`` never imports MONAI (seconds per start; see
+:mod:`medres.models.networks`).
+
 Mixed precision: ``precision="auto"`` runs bf16 autocast where the hardware
 has it (:func:`medres.runtime.resolve_precision`). Under reduced precision the
 windows run through a channels-last copy of the model
@@ -25,13 +30,14 @@ step is recorded in ``notes`` and logged, so the user is told why it got slower.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from monai.inferers import sliding_window_inference
+import torch.nn.functional as F
 from torch import nn
 
 from medres.inference.layout import channels_last_copy
@@ -97,13 +103,62 @@ def window_predictor(model: nn.Module, device: torch.device, precision: str,
     return predict
 
 
+def window_starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Where windows of ``roi`` voxels start along an axis of ``size >= roi`` voxels (MONAI's placement).
+
+    Steps of ``roi * (1 - overlap)`` voxels (at least 1); the last window is
+    moved back to end at the edge.
+    """
+    if size <= roi:
+        return [0]
+    step = max(int(roi * (1 - overlap)), 1)
+    return [min(index * step, size - roi) for index in range(math.ceil((size - roi) / step) + 1)]
+
+
 def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
     """How many windows cover ``shape`` (as MONAI places them), for progress reporting."""
-    count = 1
-    for size, roi in zip(shape, roi_size):
-        step = max(int(roi * (1 - overlap)), 1)
-        count *= 1 if size <= roi else math.ceil((size - roi) / step) + 1
-    return count
+    return math.prod(len(window_starts(max(size, roi), roi, overlap)) for size, roi in zip(shape, roi_size))
+
+
+def gaussian_importance(roi_size: Sequence[int], device: torch.device, sigma_scale: float = 0.125) -> torch.Tensor:
+    """The weight of each voxel of a window: a Gaussian centred on it, sigma ``sigma_scale`` of its size per axis.
+
+    Floored at its smallest value or 1e-3, whichever is larger, so edge voxels
+    still count where only one window covers them (MONAI's ``gaussian`` mode).
+    """
+    weight = torch.ones((), device=device)
+    for axis, size in enumerate(roi_size):
+        offsets = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2.0
+        profile = torch.exp(offsets ** 2 / (-2 * (size * sigma_scale) ** 2))
+        weight = weight[..., None] * profile if axis else profile
+    return weight.clamp(min=max(float(weight.min()), 1e-3))
+
+
+def blend_windows(volume: torch.Tensor, roi_size: Sequence[int], batch_size: int, overlap: float,
+                  predict: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Gaussian-weighted average of ``predict`` over the windows covering a ``(C, *spatial)`` volume.
+
+    An axis shorter than its window is padded with zeros on both sides first
+    (and cropped back at the end); windows run in batches of ``batch_size``, in
+    raster order.
+    """
+    padding = [max(roi - size, 0) for size, roi in zip(volume.shape[1:], roi_size)]
+    padded = F.pad(volume, [side for pad in reversed(padding) for side in (pad // 2, pad - pad // 2)])
+    corners = list(itertools.product(*(window_starts(size, roi, overlap)
+                                       for size, roi in zip(padded.shape[1:], roi_size))))
+    importance = gaussian_importance(roi_size, volume.device)
+    total, weight = None, torch.zeros(padded.shape[1:], device=volume.device)
+    for first in range(0, len(corners), batch_size):
+        places = [tuple(slice(start, start + roi) for start, roi in zip(corner, roi_size))
+                  for corner in corners[first:first + batch_size]]
+        logits = predict(torch.stack([padded[(slice(None), *place)] for place in places])).to(volume.device)
+        if total is None:
+            total = torch.zeros((logits.shape[1], *padded.shape[1:]), device=volume.device)
+        for place, window_logits in zip(places, logits):
+            total[(slice(None), *place)] += window_logits * importance
+            weight[place] += importance
+    crop = tuple(slice(pad // 2, pad // 2 + size) for pad, size in zip(padding, volume.shape[1:]))
+    return (total / weight)[(slice(None), *crop)]
 
 
 def balanced_batch_size(n_windows: int, sw_batch_size: int) -> int:
@@ -134,11 +189,8 @@ def sliding_window_logits(model: nn.Module, volume: torch.Tensor, roi_size: Sequ
 
     predictor = window_predictor(model, device, precision, mirror_flips(mirror_axes),
                                  on_windows if progress is not None else None)
-    batch = balanced_batch_size(total, sw_batch_size)
-    logits = sliding_window_inference(volume[None].to(device), roi_size=tuple(roi_size), sw_batch_size=batch,
-                                      predictor=predictor, overlap=overlap, mode="gaussian", sw_device=device,
-                                      device=device)
-    return logits[0]
+    return blend_windows(volume.to(device), tuple(roi_size), balanced_batch_size(total, sw_batch_size), overlap,
+                         predictor)
 
 
 def run_with_memory_fallback(run: Callable[[torch.device, int], torch.Tensor], device: torch.device,

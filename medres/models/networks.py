@@ -1,4 +1,7 @@
-"""ResNet and DenseNet in plain torch, laid out exactly as MONAI's ``ResNet`` and ``DenseNet121``.
+"""ResNet, DenseNet and the residual U-Net in plain torch, laid out exactly as MONAI's.
+
+The classifiers are MONAI's ``ResNet`` and ``DenseNet121``; the segmentation
+network is MONAI's ``UNet`` with residual units, instance norm and PReLU.
 
 Same module names (so the same state-dict keys and shapes: MONAI-built
 checkpoints, the torchvision/timm/MedicalNet key maps and Grad-CAM layer names
@@ -10,10 +13,10 @@ these and checks all three.
 Why not MONAI's own classes: ``import monai`` imports the whole package first
 (its data and transforms packages, scipy.signal, pandas, matplotlib), about
 2.6 s beyond torch's own import on 2 cores, before any network exists. Batch
-scoring, the review app and ``medres info`` pay that on every start for
-networks that are a few dozen lines; MONAI's package layout offers no way to
-import ``monai.networks`` alone. Everything else MONAI does for medres
-(transforms, losses, sliding windows, the U-Net) is still MONAI's.
+scoring and segmentation would pay that on every start for networks that are
+a few dozen lines each; MONAI's package layout offers no way to import
+``monai.networks`` alone. Training, transforms, losses and resampling are
+still MONAI's.
 
 One deliberate difference: MONAI's type-A shortcut (zero-padded identity,
 MedicalNet's ResNet-18/34) concatenates ``out.data``, which cuts the gradient
@@ -270,3 +273,111 @@ def densenet121(spatial_dims: int, in_channels: int, out_channels: int) -> Dense
     """DenseNet-121: 64 initial features, growth 32, blocks of 6, 12, 24 and 16 layers."""
     return DenseNet(spatial_dims, in_channels, out_channels, init_features=64, growth_rate=32,
                     block_config=(6, 12, 24, 16))
+
+
+def convolution_block(spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1,
+                      transposed: bool = False, conv_only: bool = False) -> nn.Sequential:
+    """MONAI's ``Convolution`` with the U-Net's settings: 3^d kernel ("same" padding), then instance norm and PReLU.
+
+    Modules ``conv`` and ``adn`` (``N``: instance norm without weights, ``A``:
+    PReLU), as MONAI names them. Transposed, stride 2 doubles the size exactly
+    (output padding ``stride - 1``). MONAI's zero-probability dropout is left out
+    (it has no weights and does nothing).
+    """
+    if transposed:
+        conv = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[spatial_dims](
+            in_channels, out_channels, kernel_size=3, stride=stride, padding=1, output_padding=stride - 1)
+    else:
+        conv = CONV[spatial_dims](in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
+    if conv_only:
+        return nn.Sequential(OrderedDict([("conv", conv)]))
+    instance_norm = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[spatial_dims]
+    adn = nn.Sequential(OrderedDict([("N", instance_norm(out_channels)), ("A", nn.PReLU())]))
+    return nn.Sequential(OrderedDict([("conv", conv), ("adn", adn)]))
+
+
+class ResidualUnit(nn.Module):
+    """``subunits`` convolution blocks (``conv.unit0..``; the first one strided) plus a residual path.
+
+    The residual is the input itself where shape and channels are kept, a
+    1x1 convolution where only the channels change, and a strided 3^d
+    convolution where the size changes (MONAI's ``ResidualUnit``).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1, subunits: int = 1,
+                 last_conv_only: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Sequential()
+        self.residual: nn.Module = nn.Identity()
+        channels = in_channels
+        for index in range(max(1, subunits)):
+            conv_only = last_conv_only and index == subunits - 1
+            self.conv.add_module(f"unit{index}", convolution_block(spatial_dims, channels, out_channels,
+                                                                   stride if index == 0 else 1, conv_only=conv_only))
+            channels = out_channels
+        if stride != 1:
+            self.residual = CONV[spatial_dims](in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
+        elif in_channels != out_channels:
+            self.residual = CONV[spatial_dims](in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.residual(x)
+        return self.conv(x) + residual
+
+
+class SkipConnection(nn.Module):
+    """The input and ``submodule``'s output, concatenated along the channels."""
+
+    def __init__(self, submodule: nn.Module) -> None:
+        super().__init__()
+        self.submodule = submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.submodule(x)], dim=1)
+
+
+class ResidualUNet(nn.Module):
+    """MONAI's ``UNet`` with residual units, instance norm and PReLU, as ``model`` (nested ``Sequential``\\ s).
+
+    Each level is ``Sequential(down, SkipConnection(next level), up)``: ``down``
+    a strided residual unit, ``up`` a transposed convolution then a one-unit
+    residual (the top one ends on a bare convolution: logits). The bottom is a
+    stride-1 residual unit. Levels are built bottom first, as MONAI builds them,
+    so a seed gives MONAI's weights.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: Input channels.
+        out_channels: Output channels (one logit per label).
+        channels: Filters per level, top first.
+        strides: Downsampling per level (``len(channels) - 1`` of them).
+        num_res_units: Convolution blocks per downsampling residual unit (at least 1).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, channels: Sequence[int],
+                 strides: Sequence[int], num_res_units: int = 2) -> None:
+        super().__init__()
+        if num_res_units < 1 or len(strides) != len(channels) - 1:
+            raise ValueError("need num_res_units >= 1 and one stride per level below the top")
+        self.spatial_dims, self.num_res_units = spatial_dims, num_res_units
+        self.channels, self.strides = tuple(channels), tuple(strides)  # as MONAI's UNet keeps them
+        self.model = self._level(in_channels, out_channels, list(channels), list(strides), is_top=True)
+
+    def _level(self, in_channels: int, out_channels: int, channels: list[int], strides: list[int],
+               is_top: bool) -> nn.Sequential:
+        width, stride = channels[0], strides[0]
+        if len(channels) > 2:
+            below: nn.Module = self._level(width, width, channels[1:], strides[1:], is_top=False)
+            up_channels = 2 * width
+        else:
+            below = ResidualUnit(self.spatial_dims, width, channels[1], 1, self.num_res_units)
+            up_channels = width + channels[1]
+        down = ResidualUnit(self.spatial_dims, in_channels, width, stride, self.num_res_units)
+        up = nn.Sequential(
+            convolution_block(self.spatial_dims, up_channels, out_channels, stride, transposed=True),
+            ResidualUnit(self.spatial_dims, out_channels, out_channels, 1, 1, last_conv_only=is_top),
+        )
+        return nn.Sequential(down, SkipConnection(below), up)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

@@ -15,12 +15,12 @@ percentiles), and checkpoints carry the trained card.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from medres.models.card import ModelCard
-from medres.models.networks import ResNet, ResNetBlock, ResNetBottleneck
+from medres.models.networks import ResidualUNet, ResNet, ResNetBlock, ResNetBottleneck
 from medres.models.registry import attach_card, register_model
 
 DEFAULT_SEG_LABELS: tuple[str, ...] = ("background", "foreground")
@@ -40,17 +40,10 @@ def _volume_card(name: str, task: str, labels: tuple[str, ...], input_size: tupl
     return default.with_overrides(**overrides)
 
 
-if TYPE_CHECKING:
-    from monai.networks.nets import UNet
-
-
-def _residual_unet(card: ModelCard, channels: Sequence[int], num_res_units: int) -> UNet:
-    """MONAI's ``UNet``, imported here: ``import monai`` costs seconds, which commands without a U-Net never pay."""
-    from monai.networks.nets import UNet
-
-    return UNet(spatial_dims=3, in_channels=card.in_channels, out_channels=len(card.labels),
-                channels=tuple(channels), strides=(2,) * (len(channels) - 1), num_res_units=num_res_units,
-                norm="instance")
+def _residual_unet(card: ModelCard, channels: Sequence[int], num_res_units: int) -> ResidualUNet:
+    """MONAI's ``UNet(norm="instance")`` with stride-2 levels, as :mod:`medres.models.networks` builds it."""
+    return ResidualUNet(spatial_dims=3, in_channels=card.in_channels, out_channels=len(card.labels),
+                        channels=tuple(channels), strides=(2,) * (len(channels) - 1), num_res_units=num_res_units)
 
 
 @register_model(task="seg")

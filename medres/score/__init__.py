@@ -10,8 +10,9 @@ import torch, the workers' decoders or the models.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medres.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from medres.score.pipeline import ScoreSummary, score_folder
@@ -23,8 +24,4 @@ _PUBLIC = {"ScoreConfig": "medres.score.setup", "ScoreSummary": "medres.score.pi
 __all__ = ["ScoreConfig", "ScoreSummary", "score_folder"]
 
 
-def __getattr__(name: str) -> Any:
-    """``ScoreConfig``, ``ScoreSummary`` and ``score_folder``, imported on first use."""
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

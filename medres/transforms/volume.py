@@ -20,16 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import Spacing, SpatialResample
 
 from medres.errors import InvalidModelCardError
 from medres.models.card import ModelCard
 
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
+
+SAME_GRID_TOLERANCE = 1e-3  # affine entries (mm) within which MONAI's resamplers return the input unchanged
 CT_CLIP_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 FOREGROUND_SAMPLES_PER_CASE = 10_000
 CT_KIND, ZSCORE_KIND = "ct_clip_zscore", "zscore_per_image"
@@ -95,6 +97,8 @@ def _normalize_channel(values: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
 
 
 def _meta_tensor(array: np.ndarray | torch.Tensor, affine: np.ndarray) -> MetaTensor:
+    from monai.data import MetaTensor
+
     tensor = torch.as_tensor(array, dtype=torch.float32)
     return MetaTensor(tensor, affine=torch.as_tensor(np.asarray(affine), dtype=torch.float64))
 
@@ -115,6 +119,8 @@ def resample_to_spacing(array: np.ndarray, affine: np.ndarray, spacing: Sequence
     current = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
     if np.allclose(current, spacing, rtol=1e-6, atol=0):
         return np.asarray(array, np.float32), np.asarray(affine, np.float64)
+    from monai.transforms import Spacing  # MONAI (seconds to import) only when there is something to resample
+
     resampled = Spacing(pixdim=tuple(spacing), mode=mode, padding_mode="border")(_meta_tensor(array, affine))
     return resampled.as_tensor().numpy(), resampled.affine.numpy().astype(np.float64)
 
@@ -124,8 +130,15 @@ def resample_onto_grid(array: np.ndarray | torch.Tensor, affine: np.ndarray, tar
     """Resample ``(C, ...)`` from its grid onto another (the input's) grid, by the two affines.
 
     Used to bring probabilities from the model's spacing back onto the scan the
-    user gave, so the result overlays the input voxel for voxel.
+    user gave, so the result overlays the input voxel for voxel. A volume
+    already on the target grid is returned as it is, as MONAI's
+    ``SpatialResample`` returns it.
     """
+    if tuple(array.shape[1:]) == tuple(target_shape) and np.allclose(
+            np.asarray(affine), np.asarray(target_affine), rtol=0, atol=SAME_GRID_TOLERANCE):
+        return torch.as_tensor(array, dtype=torch.float32)
+    from monai.transforms import SpatialResample
+
     resampled = SpatialResample(mode=mode, padding_mode="border")(
         _meta_tensor(array, affine), dst_affine=torch.as_tensor(np.asarray(target_affine), dtype=torch.float64),
         spatial_size=tuple(int(size) for size in target_shape))

@@ -86,3 +86,32 @@ def test_average_over_flips_flips_each_output_back_before_averaging():
         averaged = average_over_flips(model, windows, [(), (3,)])
     torch.testing.assert_close(averaged, expected)
     assert not torch.allclose(averaged, model(windows).detach())
+
+
+@pytest.mark.parametrize("roi", [(48, 48, 32), (17, 20, 9)])
+def test_gaussian_importance_equals_monais(roi):
+    from monai.data.utils import compute_importance_map
+
+    from medres.inference.sliding_window import gaussian_importance
+
+    expected = compute_importance_map(roi, mode="gaussian", sigma_scale=0.125, device="cpu")
+    torch.testing.assert_close(gaussian_importance(roi, torch.device("cpu")), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape,roi,overlap", [
+    ((70, 50, 20), (32, 32, 16), 0.5),   # several windows per axis, the last ones moved back to the edge
+    ((70, 50, 20), (32, 32, 16), 0.25),  # MONAI's default overlap
+    ((30, 61, 9), (32, 24, 16), 0.5),    # axes shorter than the window: padded, then cropped back
+    ((32, 33, 16), (32, 32, 16), 0.0),   # one window, and one voxel past it
+])
+def test_blending_equals_monais_sliding_window(shape, roi, overlap):
+    """medres's own window loop (so `medres segment` skips importing MONAI) against MONAI's, two output channels."""
+    from medres.inference.sliding_window import blend_windows
+
+    network = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.Tanh()).eval()
+    volume = torch.randn(1, *shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = sliding_window_inference(volume[None], roi, 3, network, overlap=overlap, mode="gaussian")[0]
+        actual = blend_windows(volume, roi, 3, overlap, network)
+    assert actual.shape == expected.shape == (2, *shape)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)

@@ -95,3 +95,27 @@ def test_type_a_shortcut_equals_monais_and_lets_the_gradient_through():
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
     actual.sum().backward()
     assert x.grad is not None and float(x.grad[:, :, ::2, ::2, ::2].sum()) == x[:, :, ::2, ::2, ::2].numel()
+
+
+@pytest.mark.parametrize("name,channels,num_res_units,shape", [
+    ("resunet3d_tiny", (8, 16, 32, 64), 1, (2, 1, 48, 48, 32)),
+    ("resunet3d", (16, 32, 64, 128, 256), 2, (1, 1, 32, 32, 32)),
+])
+def test_residual_unet_is_monais_unet(name, channels, num_res_units, shape):
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(11)
+    reference = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=channels,
+                     strides=(2,) * (len(channels) - 1), num_res_units=num_res_units, norm="instance")
+    torch.manual_seed(11)
+    ours = create_model(name)
+
+    expected = reference.state_dict()
+    assert list(ours.state_dict()) == list(expected)
+    for key, tensor in ours.state_dict().items():
+        torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0, msg=key)
+    inputs = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    for train in (False, True):
+        with torch.no_grad():
+            torch.testing.assert_close(ours.train(train)(inputs), reference.train(train)(inputs),
+                                       rtol=1e-5, atol=1e-5)

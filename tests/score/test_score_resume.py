@@ -29,7 +29,9 @@ def journal_lines(out: Path) -> int:
 def kill_at_random_moment(command: list[str], out: Path, rng: random.Random, attempt: int) -> None:
     """Start a run and SIGKILL it.
 
-    Attempt 0 dies at a random moment of start-up, attempts 1 to 3 at a
+    Attempt 0 dies at a random moment of start-up (at the latest when the
+    first records are journaled: a whole run takes about as long as
+    start-up), attempts 1 to 3 at a
     random moment after they start journaling (mid-scoring), and the last
     one as soon as it starts writing a temporary table (mid-commit). Each
     kill must find the run still going and unfinished (no ``run.json``):
@@ -39,7 +41,7 @@ def kill_at_random_moment(command: list[str], out: Path, rng: random.Random, att
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=subprocess_environment())
     if attempt == 0:
-        _wait(process, lambda: False, rng.uniform(0.2, 3.0))
+        _wait(process, lambda: journal_lines(out) > before, rng.uniform(0.2, 3.0))
     elif attempt < N_KILLS - 1:
         _wait(process, lambda: journal_lines(out) > before, 120)
         _wait(process, lambda: False, rng.uniform(0.0, MID_SCORING_DELAY_S))
