@@ -46,6 +46,7 @@ from plain_score import score_file as plain_score_file  # the plain script besid
 from pydicom.uid import JPEG2000Lossless
 from torch.utils.flop_counter import FlopCounterMode
 from whole_process import (
+    ENTRY_POINTS_NOTE,
     ProcessVariant,
     breakdown_text,
     compare_processes,
@@ -269,9 +270,7 @@ def print_whole_process(results: list[tuple[int, list[ProcessVariant]]], sizes: 
           f"uncompressed {WHOLE_PROCESS_SIDE} x {WHOLE_PROCESS_SIDE} CR/DX DICOMs, untrained `{MODEL}`; "
           f"{sizes['whole_repeats']} alternating repeats after one warm-up run of each, medians (each run listed).\n")
     print_table([(str(n_files), variants) for n_files, variants in results], "files")
-    print("\n`python -m medres` is the same command through `medres.cli.main:console_main`, which ends the process "
-          "once every output is written instead of letting the interpreter tear down torch and MONAI; the `medres` "
-          "script does the same once `pyproject.toml` points at `console_main`.\n")
+    print(f"\n{ENTRY_POINTS_NOTE}\n")
     print("Where `medres score`'s time went (`run.json` timings, medians over its runs above; decode in workers is "
           "summed over the decoder processes and overlaps the rest):\n")
     for n_files, (medres, *_) in results:

@@ -56,6 +56,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from timing import time_alternating
 from whole_process import (
+    ENTRY_POINTS_NOTE,
     ProcessVariant,
     breakdown_text,
     compare_processes,
@@ -232,9 +233,7 @@ def print_whole_process(results: list[tuple[str, list[ProcessVariant]]], repeats
           f"`resunet3d` ({len(PHANTOM_LABELS)} labels); {repeats} alternating repeats after one warm-up run of each, "
           "medians (each run listed).\n")
     print_table(results, "volume")
-    print("\n`python -m medres` is the same command through `medres.cli.main:console_main`, which ends the process "
-          "once every output is written instead of letting the interpreter tear down torch and MONAI; the `medres` "
-          "script does the same once `pyproject.toml` points at `console_main`.\n")
+    print(f"\n{ENTRY_POINTS_NOTE}\n")
     print("Where `medres segment`'s time went (`volumes.json` timings, medians over its runs above; the read runs in "
           "a thread beside the model's loading; inference includes preparing the volume and resampling the "
           "probabilities back onto the input grid):\n")

@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ENTRY_POINTS_NOTE = ("`medres` (the console script) and `python -m medres` run the same command through "
+                     "`medres.cli.main:console_main`, which ends the process once every output is written instead of "
+                     "letting the interpreter tear down its imports; they differ only in how the interpreter starts.")
+
 
 @dataclass
 class ProcessVariant:
