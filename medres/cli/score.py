@@ -49,8 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--schedule", choices=("auto", "alternate", "overlap"), default="auto",
                         help="decode and run the model in turns (CPU) or at the same time (GPU); "
                         "auto picks (default: %(default)s)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="auto = bf16 on CPUs that support it, mixed precision on CUDA (default: %(default)s)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
+                        help="fp32 gives the probabilities `eval cxr` calibrated on and the app shows (default: "
+                        "%%(default)s); bf16 (auto: bf16 where the CPU has it, AMP on CUDA) is about twice as fast "
+                        "on a CPU but moves probabilities by up to about 0.03 (see benchmarks/RESULTS.md)")
     parser.add_argument("--format", dest="table_format", choices=("csv", "parquet"), default="csv",
                         help="table format (default: %(default)s)")
     parser.add_argument("--pseudonym-key", help="secret key for the pseudonyms (default: a random key kept in "

@@ -2,8 +2,8 @@
 
 The main process walks the folder (sorted, streaming) and hands each file to
 a pool of decoder processes, keeping a bounded number in flight; prepared
-inputs are gathered into batches and run through the model under autocast
-(bf16 on capable CPUs, AMP on CUDA) by :func:`medres.inference.predict_batch`,
+inputs are gathered into batches and run through the model at the run's
+precision (fp32 unless ``--precision`` asks for bf16 or AMP) by :func:`medres.inference.predict_batch`,
 the prediction function of training's validation, ``eval cxr`` and the app.
 On a CPU the decoders and the model take turns, each with every core; on a
 GPU the decoders prepare the next batch while the model runs (see

@@ -78,7 +78,7 @@ class ScoreConfig:
     batch_size: int = 16
     workers: int | None = None  # None: chosen with the schedule (see resolve_schedule)
     schedule: str = "auto"
-    precision: str = "auto"
+    precision: str = "fp32"  # what eval cxr and the app compute; bf16 is faster and moves probabilities
     table_format: str = "csv"
     pseudonym_key: str | None = None
     keep_identifiers: bool = False
