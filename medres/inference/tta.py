@@ -47,7 +47,9 @@ def average_over_flips(forward: Callable[[torch.Tensor], torch.Tensor], batch: t
     """
     total = None
     for dims in flips:
-        outputs = forward(torch.flip(batch, dims) if dims else batch).float()
+        # float32 in the default layout in one copy: a channels-last output would make every later step strided
+        outputs = forward(torch.flip(batch, dims) if dims else batch).to(torch.float32,
+                                                                          memory_format=torch.contiguous_format)
         outputs = torch.flip(outputs, dims) if dims else outputs
         total = outputs if total is None else total + outputs
-    return total / len(flips)
+    return total if len(flips) == 1 else total / len(flips)
