@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "auto picks (default: %(default)s)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
                         help="fp32 gives the probabilities `eval cxr` calibrated on and the app shows (default: "
-                        "%%(default)s); bf16 (auto: bf16 where the CPU has it, AMP on CUDA) is about twice as fast "
+                        "%(default)s); bf16 (auto: bf16 where the CPU has it, AMP on CUDA) is about twice as fast "
                         "on a CPU but moves probabilities by up to about 0.03 (see benchmarks/RESULTS.md)")
     parser.add_argument("--format", dest="table_format", choices=("csv", "parquet"), default="csv",
                         help="table format (default: %(default)s)")
