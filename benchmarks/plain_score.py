@@ -6,7 +6,8 @@ What a user writes without medres's scorer: one file at a time, ``dcmread`` ->
 ``pixel_array`` -> min-max -> antialiased resize to 224 x 224 -> the model at
 batch 1 in fp32 -> sigmoid, one CSV row per file. The model comes from the same
 checkpoint: MONAI's ``DenseNet121``, as a user builds it without medres, with
-the checkpoint's tensors (safetensors; the keys are MONAI's). Run as its own process, it
+the checkpoint's tensors (safetensors; the keys are MONAI's); channels and
+labels come from the checkpoint's card. Run as its own process, it
 pays the interpreter's start-up and its imports, as the user does.
 """
 
@@ -23,8 +24,7 @@ import torch.nn.functional as F
 from monai.networks.nets import DenseNet121
 from safetensors.torch import load_file
 
-LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
-          "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+from medres.models import read_card
 
 
 def score_file(path: Path, model: torch.nn.Module) -> list[float]:
@@ -35,18 +35,19 @@ def score_file(path: Path, model: torch.nn.Module) -> list[float]:
     return torch.sigmoid(model((image - 0.449) / 0.226))[0].tolist()
 
 
-def load_densenet121(checkpoint: Path) -> torch.nn.Module:
-    """MONAI's DenseNet-121 (1 channel, 14 outputs) with the checkpoint's weights, in evaluation mode."""
-    model = DenseNet121(spatial_dims=2, in_channels=1, out_channels=len(LABELS))
+def load_densenet121(checkpoint: Path) -> tuple[torch.nn.Module, tuple[str, ...]]:
+    """MONAI's DenseNet-121 with the checkpoint's weights, in evaluation mode; and its labels (from the card)."""
+    card = read_card(checkpoint)
+    model = DenseNet121(spatial_dims=2, in_channels=card.in_channels, out_channels=len(card.labels))
     model.load_state_dict(load_file(checkpoint))
-    return model.eval()
+    return model.eval(), tuple(card.labels)
 
 
 def main(folder: Path, checkpoint: Path, out_csv: Path) -> None:
-    model = load_densenet121(checkpoint)
+    model, labels = load_densenet121(checkpoint)
     with torch.inference_mode(), open(out_csv, "w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["path", *LABELS])
+        writer.writerow(["path", *labels])
         for path in sorted(folder.rglob("*.dcm")):
             writer.writerow([path.relative_to(folder).as_posix(), *score_file(path, model)])
 

@@ -33,20 +33,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-BATCH_NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
-MAX_POOL: dict[int, type[nn.Module]] = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
-AVG_POOL: dict[int, type[nn.Module]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
-ADAPTIVE_AVG_POOL: dict[int, type[nn.Module]] = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d,
-                                                 3: nn.AdaptiveAvgPool3d}
-ADAPTIVE_MAX_POOL: dict[int, type[nn.Module]] = {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d,
-                                                 3: nn.AdaptiveMaxPool3d}
+# Layer classes by spatial dimensions (medres builds 2D and 3D networks).
+CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
+BATCH_NORM: dict[int, type[nn.Module]] = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+MAX_POOL: dict[int, type[nn.Module]] = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+AVG_POOL: dict[int, type[nn.Module]] = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
+ADAPTIVE_AVG_POOL: dict[int, type[nn.Module]] = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+ADAPTIVE_MAX_POOL: dict[int, type[nn.Module]] = {2: nn.AdaptiveMaxPool2d, 3: nn.AdaptiveMaxPool3d}
 Shortcut = nn.Module | Callable[[torch.Tensor], torch.Tensor] | None
 
 
 def relu() -> nn.ReLU:
     """The in-place ReLU MONAI's networks use by default."""
     return nn.ReLU(inplace=True)
+
+
+def initialise_as_monai(network: nn.Module, spatial_dims: int, **conv_init: str) -> None:
+    """MONAI's initialisation of its ResNet and DenseNet, in module order (so a seed gives MONAI's weights).
+
+    He-normal convolutions (``conv_init``: ``kaiming_normal_``'s mode and
+    nonlinearity, which the two networks choose differently), unit batch-norm
+    scales, zero biases of batch norms and linear layers.
+    """
+    for module in network.modules():
+        if isinstance(module, CONV[spatial_dims]):
+            nn.init.kaiming_normal_(module.weight, **conv_init)
+        elif isinstance(module, BATCH_NORM[spatial_dims]):
+            nn.init.constant_(module.weight, 1)
+            nn.init.constant_(module.bias, 0)
+        elif isinstance(module, nn.Linear):
+            nn.init.constant_(module.bias, 0)
 
 
 class ResNetBlock(nn.Module):
@@ -107,13 +123,13 @@ def zero_padded_shortcut(x: torch.Tensor, planes: int, stride: int) -> torch.Ten
 
 
 class ResNet(nn.Module):
-    """ResNet for 1D/2D/3D inputs, MONAI's ``ResNet`` layout: stem, max pooling, four stages, pooling, ``fc``.
+    """ResNet for 2D/3D inputs, MONAI's ``ResNet`` layout: stem, max pooling, four stages, pooling, ``fc``.
 
     Args:
         block: The block class (``expansion`` says how much wider its output is than ``planes``).
         layers: Blocks per stage.
         block_inplanes: Each stage's ``planes``.
-        spatial_dims: 1, 2 or 3.
+        spatial_dims: 2 or 3.
         n_input_channels: Input channels.
         conv1_t_size: The stem convolution's kernel size (padding keeps it centred).
         conv1_t_stride: The stem convolution's stride.
@@ -144,7 +160,7 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(block, block_inplanes[3], layers[3], stride=2)
         self.avgpool = ADAPTIVE_AVG_POOL[spatial_dims](1)
         self.fc = nn.Linear(block_inplanes[3] * block.expansion, num_classes) if feed_forward else None
-        self._initialise()
+        initialise_as_monai(self, spatial_dims, mode="fan_out", nonlinearity="relu")
 
     def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         """One stage; only its first block changes resolution or width (with the shortcut it needs)."""
@@ -163,17 +179,6 @@ class ResNet(nn.Module):
         self.in_planes = width
         stage += [block(self.in_planes, planes, spatial_dims=self.spatial_dims) for _ in range(1, blocks)]
         return nn.Sequential(*stage)
-
-    def _initialise(self) -> None:
-        """He-normal convolutions (fan-out), unit BN scales, zero biases of BN and ``fc``."""
-        for module in self.modules():
-            if isinstance(module, CONV[self.spatial_dims]):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, BATCH_NORM[self.spatial_dims]):
-                nn.init.constant_(module.weight, 1)
-                nn.init.constant_(module.bias, 0)
-            elif isinstance(module, nn.Linear):
-                nn.init.constant_(module.bias, 0)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map."""
@@ -229,7 +234,6 @@ class DenseNet(nn.Module):
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, init_features: int = 64,
                  growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16), bn_size: int = 4) -> None:
         super().__init__()
-        self.spatial_dims = spatial_dims
         self.features = nn.Sequential(OrderedDict([
             ("conv0", CONV[spatial_dims](in_channels, init_features, kernel_size=7, stride=2, padding=3, bias=False)),
             ("norm0", BATCH_NORM[spatial_dims](init_features)),
@@ -252,27 +256,15 @@ class DenseNet(nn.Module):
             ("flatten", nn.Flatten(1)),
             ("out", nn.Linear(channels, out_channels)),
         ]))
-        self._initialise()
-
-    def _initialise(self) -> None:
-        """He-normal convolutions (fan-in), unit BN scales, zero biases of BN and the classifier."""
-        for module in self.modules():
-            if isinstance(module, CONV[self.spatial_dims]):
-                nn.init.kaiming_normal_(module.weight)
-            elif isinstance(module, BATCH_NORM[self.spatial_dims]):
-                nn.init.constant_(module.weight, 1)
-                nn.init.constant_(module.bias, 0)
-            elif isinstance(module, nn.Linear):
-                nn.init.constant_(module.bias, 0)
+        initialise_as_monai(self, spatial_dims)  # kaiming_normal_'s defaults: fan-in, leaky ReLU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.class_layers(self.features(x))
 
 
 def densenet121(spatial_dims: int, in_channels: int, out_channels: int) -> DenseNet:
-    """DenseNet-121: 64 initial features, growth 32, blocks of 6, 12, 24 and 16 layers."""
-    return DenseNet(spatial_dims, in_channels, out_channels, init_features=64, growth_rate=32,
-                    block_config=(6, 12, 24, 16))
+    """DenseNet-121: :class:`DenseNet`'s defaults (64 initial features, growth 32, blocks of 6, 12, 24, 16 layers)."""
+    return DenseNet(spatial_dims, in_channels, out_channels)
 
 
 def convolution_block(spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1,
