@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from medres.inference.sliding_window import (
         ProgressCallback,
         SlidingWindowSettings,
+        logits_to_labels,
         run_with_memory_fallback,
         sliding_window_logits,
     )
@@ -35,6 +36,7 @@ _PUBLIC = {
     "predict_dataset": "medres.inference.classify",
     "ProgressCallback": "medres.inference.sliding_window",
     "SlidingWindowSettings": "medres.inference.sliding_window",
+    "logits_to_labels": "medres.inference.sliding_window",
     "run_with_memory_fallback": "medres.inference.sliding_window",
     "sliding_window_logits": "medres.inference.sliding_window",
     "mirror_flips": "medres.inference.tta",
@@ -44,6 +46,7 @@ _PUBLIC = {
 __all__ = [
     "ProgressCallback",
     "SlidingWindowSettings",
+    "logits_to_labels",
     "mirror_flips",
     "output_activation",
     "predict_batch",

@@ -83,7 +83,10 @@ def window_memory_format(device: torch.device, precision: str) -> torch.memory_f
 def window_predictor(model: nn.Module, device: torch.device, precision: str,
                      flips: Sequence[tuple[int, ...]] = ((),),
                      on_windows: Callable[[int], None] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function from a batch of windows to float32 logits, averaged over mirrored copies.
+    """A function from a batch of windows to logits, averaged (in float32) over mirrored copies.
+
+    A single copy's logits come back as the model gives them (bf16 and
+    channels-last under bf16): :func:`blend_windows` widens them as it adds them.
 
     Under reduced precision the windows run through a channels-last copy of
     the model; ``model`` itself is left as it is. ``on_windows(n)`` is called
@@ -140,7 +143,9 @@ def blend_windows(volume: torch.Tensor, roi_size: Sequence[int], batch_size: int
 
     An axis shorter than its window is padded with zeros on both sides first
     (and cropped back at the end); windows run in batches of ``batch_size``, in
-    raster order.
+    raster order. ``predict`` may return any floating dtype and layout; the
+    average is float32, in the layout of ``predict``'s outputs (channels-last
+    windows give a ``(K, *spatial)`` view of channels-last memory).
     """
     padding = [max(roi - size, 0) for size, roi in zip(volume.shape[1:], roi_size)]
     padded = F.pad(volume, [side for pad in reversed(padding) for side in (pad // 2, pad - pad // 2)])
@@ -153,12 +158,24 @@ def blend_windows(volume: torch.Tensor, roi_size: Sequence[int], batch_size: int
                   for corner in corners[first:first + batch_size]]
         logits = predict(torch.stack([padded[(slice(None), *place)] for place in places])).to(volume.device)
         if total is None:
-            total = torch.zeros((logits.shape[1], *padded.shape[1:]), device=volume.device)
+            total = _accumulator_like(logits, padded.shape[1:])
         for place, window_logits in zip(places, logits):
-            total[(slice(None), *place)] += window_logits * importance
+            total[(slice(None), *place)].addcmul_(window_logits, importance)
             weight[place] += importance
     crop = tuple(slice(pad // 2, pad // 2 + size) for pad, size in zip(padding, volume.shape[1:]))
-    return (total / weight)[(slice(None), *crop)]
+    return total.div_(weight)[(slice(None), *crop)]
+
+
+def _accumulator_like(logits: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """Float32 zeros ``(K, *spatial_shape)`` laid out as the window ``logits`` are (channels innermost or outermost).
+
+    Matching layouts let each window be weighted and added in one contiguous
+    pass, whatever dtype the windows come in (bf16 windows are widened as they are added).
+    """
+    channels = logits.shape[1]
+    if channels > 1 and logits.stride(1) == 1:  # channels-last windows
+        return torch.zeros((*spatial_shape, channels), device=logits.device).movedim(-1, 0)
+    return torch.zeros((channels, *spatial_shape), device=logits.device)
 
 
 def balanced_batch_size(n_windows: int, sw_batch_size: int) -> int:
@@ -177,6 +194,9 @@ def sliding_window_logits(model: nn.Module, volume: torch.Tensor, roi_size: Sequ
                           progress: ProgressCallback | None = None) -> torch.Tensor:
     """Gaussian-blended logits ``(K, X, Y, Z)`` (float32, on ``device``) of a prepared ``(C, X, Y, Z)`` volume.
 
+    Under reduced precision the result is a view of channels-last memory
+    (each voxel's K logits side by side), as the windows were.
+
     Args:
         progress: Called with the fraction of windows done, after every batch.
     """
@@ -191,6 +211,18 @@ def sliding_window_logits(model: nn.Module, volume: torch.Tensor, roi_size: Sequ
                                  on_windows if progress is not None else None)
     return blend_windows(volume.to(device), tuple(roi_size), balanced_batch_size(total, sw_batch_size), overlap,
                          predictor)
+
+
+def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
+    """The label of each voxel of ``(K, X, Y, Z)`` logits (uint8, on the CPU).
+
+    Softmax and sigmoid keep the order of a voxel's logits, so the argmax of the
+    logits is that of the probabilities; no probability need be computed where
+    nothing is resampled. The argmax runs over each voxel's logits side by
+    side (channels-last memory, which reduced-precision windows already give):
+    along the outermost dimension PyTorch's argmax is over ten times slower.
+    """
+    return logits.movedim(0, -1).contiguous().argmax(dim=-1).to(device="cpu", dtype=torch.uint8)
 
 
 def run_with_memory_fallback(run: Callable[[torch.device, int], torch.Tensor], device: torch.device,

@@ -37,7 +37,10 @@ def tta_mirror_axes(card: ModelCard, notes: list[str]) -> tuple[int, ...]:
 
 def average_over_flips(forward: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor,
                        flips: Sequence[tuple[int, ...]]) -> torch.Tensor:
-    """The float32 mean of ``forward`` over flipped copies of ``batch``, each output flipped back.
+    """The mean of ``forward`` over flipped copies of ``batch``, each output flipped back.
+
+    Copies are averaged in float32; a single copy (no flips) is returned as
+    ``forward`` gave it, in its own dtype and layout.
 
     Args:
         forward: The model (or any function from a batch to outputs with the same spatial axes).
@@ -45,11 +48,11 @@ def average_over_flips(forward: Callable[[torch.Tensor], torch.Tensor], batch: t
         flips: Tensor dims to flip together, one tuple per copy (``()`` is the input itself),
             as :func:`mirror_flips` lists them.
     """
+    if len(flips) == 1 and not flips[0]:
+        return forward(batch)
     total = None
     for dims in flips:
-        # float32 in the default layout in one copy: a channels-last output would make every later step strided
-        outputs = forward(torch.flip(batch, dims) if dims else batch).to(torch.float32,
-                                                                          memory_format=torch.contiguous_format)
+        outputs = forward(torch.flip(batch, dims) if dims else batch).float()
         outputs = torch.flip(outputs, dims) if dims else outputs
         total = outputs if total is None else total + outputs
-    return total if len(flips) == 1 else total / len(flips)
+    return total / len(flips)

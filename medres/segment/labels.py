@@ -5,7 +5,8 @@ run through :func:`medres.inference.sliding_window_logits` (with the
 out-of-memory fallback and, if asked, mirroring TTA), turned into
 probabilities by the card's output activation, and each class's probability is
 resampled onto the input grid before the argmax, so the labels overlay the
-scan voxel for voxel.
+scan voxel for voxel. Where the model's grid is the input's own, the argmax
+is taken of the logits directly (the same labels, without the probabilities).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from torch import nn
 from medres.inference import (
     ProgressCallback,
     SlidingWindowSettings,
+    logits_to_labels,
     output_activation,
     run_with_memory_fallback,
     sliding_window_logits,
     tta_mirror_axes,
 )
 from medres.io import Image
-from medres.transforms.volume import prepare_volume, resample_onto_grid
+from medres.transforms.volume import on_same_grid, prepare_volume, resample_onto_grid
 
 
 @dataclass
@@ -86,12 +88,16 @@ def segment_image(model: nn.Module, image: Image, settings: SlidingWindowSetting
     notes: list[str] = []
     mirror_axes = tta_mirror_axes(card, notes) if settings.tta else ()
 
+    resampled = not on_same_grid(volume.shape[1:], prepared.affine, image.spatial_shape, image.affine)
+
     def run(device: torch.device, sw_batch_size: int) -> torch.Tensor:
         place_model(model, device)
         logits = sliding_window_logits(model, volume, card.input_size, device, sw_batch_size, settings.overlap,
                                        settings.precision, mirror_axes, progress)
-        return activation(logits[None])[0].cpu()
+        return activation(logits[None])[0].cpu() if resampled else logits_to_labels(logits)
 
-    probabilities = run_with_memory_fallback(run, settings.resolved_device(), settings.sw_batch_size, notes)
-    labels = probabilities_to_labels(probabilities, prepared.affine, image.affine, image.spatial_shape)
+    outputs = run_with_memory_fallback(run, settings.resolved_device(), settings.sw_batch_size, notes)
+    labels = probabilities_to_labels(outputs, prepared.affine, image.affine, image.spatial_shape) if resampled \
+        else outputs.numpy()
     return SegmentationResult(labels, np.asarray(image.affine), tuple(card.labels), notes)
+

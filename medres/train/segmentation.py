@@ -26,7 +26,7 @@ from medres.data.volume_cache import DatasetFingerprint, PreprocessedCases, comp
 from medres.data.volume_patches import SegmentationPatchDataset
 from medres.data.volumes import VolumeCase, VolumeDataset, load_volume_dataset
 from medres.errors import UsageError
-from medres.inference import sliding_window_logits
+from medres.inference import logits_to_labels, sliding_window_logits
 from medres.metrics import dice
 from medres.models import create_model, pretrained
 from medres.runtime import is_main_process
@@ -141,7 +141,7 @@ def make_seg_validator(store: PreprocessedCases, case_ids: list[str], loss: nn.M
             logits = sliding_window_logits(model, volume, model.card.input_size, device, config.sw_batch_size,
                                            config.overlap, config.loop.precision)
             losses.append(float(loss(logits[None], truth[None, None].to(device))))
-            prediction = logits.argmax(0).cpu().numpy()
+            prediction = logits_to_labels(logits).numpy()
             for value, name in enumerate(labels[1:], start=1):
                 per_label[name].append(dice(prediction == value, truth.numpy() == value))
         model.train()

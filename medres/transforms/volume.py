@@ -125,6 +125,13 @@ def resample_to_spacing(array: np.ndarray, affine: np.ndarray, spacing: Sequence
     return resampled.as_tensor().numpy(), resampled.affine.numpy().astype(np.float64)
 
 
+def on_same_grid(shape: Sequence[int], affine: np.ndarray, target_shape: Sequence[int],
+                 target_affine: np.ndarray) -> bool:
+    """Whether two voxel grids are the same: equal shapes, affines within :data:`SAME_GRID_TOLERANCE`."""
+    return tuple(shape) == tuple(target_shape) and np.allclose(np.asarray(affine), np.asarray(target_affine),
+                                                               rtol=0, atol=SAME_GRID_TOLERANCE)
+
+
 def resample_onto_grid(array: np.ndarray | torch.Tensor, affine: np.ndarray, target_affine: np.ndarray,
                        target_shape: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
     """Resample ``(C, ...)`` from its grid onto another (the input's) grid, by the two affines.
@@ -134,8 +141,7 @@ def resample_onto_grid(array: np.ndarray | torch.Tensor, affine: np.ndarray, tar
     already on the target grid is returned as it is, as MONAI's
     ``SpatialResample`` returns it.
     """
-    if tuple(array.shape[1:]) == tuple(target_shape) and np.allclose(
-            np.asarray(affine), np.asarray(target_affine), rtol=0, atol=SAME_GRID_TOLERANCE):
+    if on_same_grid(array.shape[1:], affine, target_shape, target_affine):
         return torch.as_tensor(array, dtype=torch.float32)
     from monai.transforms import SpatialResample
 

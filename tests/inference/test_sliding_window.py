@@ -88,6 +88,12 @@ def test_average_over_flips_flips_each_output_back_before_averaging():
     assert not torch.allclose(averaged, model(windows).detach())
 
 
+def test_a_single_copy_is_returned_as_the_model_gives_it():
+    """No flips: no float32 copy of bf16 outputs (the blending widens them as it adds them)."""
+    outputs = torch.randn(2, 3, 4, 4, 4).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+    assert average_over_flips(lambda batch: outputs, torch.zeros(2, 1, 4, 4, 4), [()]) is outputs
+
+
 @pytest.mark.parametrize("roi", [(48, 48, 32), (17, 20, 9)])
 def test_gaussian_importance_equals_monais(roi):
     from monai.data.utils import compute_importance_map
@@ -104,14 +110,26 @@ def test_gaussian_importance_equals_monais(roi):
     ((30, 61, 9), (32, 24, 16), 0.5),    # axes shorter than the window: padded, then cropped back
     ((32, 33, 16), (32, 32, 16), 0.0),   # one window, and one voxel past it
 ])
-def test_blending_equals_monais_sliding_window(shape, roi, overlap):
-    """medres's own window loop (so `medres segment` skips importing MONAI) against MONAI's, two output channels."""
+@pytest.mark.parametrize("bf16_channels_last", [False, True], ids=["float32 windows", "bf16 channels-last windows"])
+def test_blending_equals_monais_sliding_window(shape, roi, overlap, bf16_channels_last):
+    """medres's own window loop (so `medres segment` skips importing MONAI) against MONAI's, two output channels.
+
+    bf16 channels-last windows (what the network gives under bf16) are widened
+    as they are added; MONAI is given the same bf16 values as float32.
+    """
     from medres.inference.sliding_window import blend_windows
 
     network = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.Tanh()).eval()
+    if bf16_channels_last:
+        def rounded(windows: torch.Tensor) -> torch.Tensor:
+            return network(windows).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+    else:
+        rounded = network
     volume = torch.randn(1, *shape, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        expected = sliding_window_inference(volume[None], roi, 3, network, overlap=overlap, mode="gaussian")[0]
-        actual = blend_windows(volume, roi, 3, overlap, network)
-    assert actual.shape == expected.shape == (2, *shape)
+        expected = sliding_window_inference(volume[None], roi, 3, lambda windows: rounded(windows).float(),
+                                            overlap=overlap, mode="gaussian")[0]
+        actual = blend_windows(volume, roi, 3, overlap, rounded)
+    assert actual.shape == expected.shape == (2, *shape) and actual.dtype == torch.float32
+    assert (actual.stride(0) == 1) == bf16_channels_last  # the sum is kept in the windows' layout
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)

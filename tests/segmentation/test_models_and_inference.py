@@ -12,12 +12,13 @@ import torch
 
 from medres.cli.main import main
 from medres.data.volumes import load_volume_dataset
-from medres.inference import SlidingWindowSettings
+from medres.inference import SlidingWindowSettings, sliding_window_logits
 from medres.io import read_image
 from medres.models import create_model, list_models, load_checkpoint, save_checkpoint
 from medres.segment import labels as segment_labels
-from medres.segment.labels import segment_image
+from medres.segment.labels import probabilities_to_labels, segment_image
 from medres.synthetic.phantoms import PHANTOM_LABELS, make_ct_phantoms
+from medres.transforms.volume import on_same_grid, prepare_volume
 
 CT_NORMALIZATION = {"kind": "per_channel",
                     "channels": [{"kind": "ct_clip_zscore", "clip_low": -100.0, "clip_high": 300.0,
@@ -81,6 +82,29 @@ def test_segment_image_survives_an_injected_gpu_out_of_memory(monkeypatch, untra
     assert attempts == [("cuda", 4), ("cuda", 2), ("cuda", 1)]
     assert len(result.notes) == 2 and "out of cuda memory" in result.notes[0]
     assert np.asarray(result).shape == image.spatial_shape and result.labels.dtype == np.uint8
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_labels_on_the_models_own_grid_are_the_argmax_of_the_probabilities(phantoms, precision):
+    """Nothing to resample: the labels come from the logits directly, and equal the probabilities' argmax."""
+    image = read_image(load_volume_dataset(phantoms).training[0].images[0])
+    torch.manual_seed(1)
+    model = create_model("resunet3d_tiny", labels=PHANTOM_LABELS, spacing=tuple(image.spacing),
+                         normalization=CT_NORMALIZATION).eval()
+    prepared = prepare_volume(image.array, image.affine, model.card)
+    assert on_same_grid(prepared.array.shape[1:], prepared.affine, image.spatial_shape, image.affine)
+    labels = segment_image(model, image, SlidingWindowSettings(precision=precision)).labels
+
+    logits = sliding_window_logits(model, torch.from_numpy(prepared.array), model.card.input_size,
+                                   torch.device("cpu"), 4, 0.5, precision)
+    probabilities = torch.softmax(logits, dim=0)
+    expected = probabilities_to_labels(probabilities, prepared.affine, image.affine, image.spatial_shape)
+    assert len(np.unique(expected)) > 1
+    chosen = torch.from_numpy(labels.astype(np.int64))[None]
+    wanted = torch.from_numpy(expected.astype(np.int64))[None]
+    # the same label, or a tie of the probabilities (which the two orders of rounding may break differently)
+    assert torch.equal(probabilities.gather(0, chosen), probabilities.gather(0, wanted))
+    assert np.mean(labels == expected) > 0.9999
 
 
 def test_segment_cli_writes_on_the_input_grid_of_a_non_ras_nifti(untrained_checkpoint, phantoms, tmp_path, capsys):
