@@ -75,6 +75,7 @@ from medres.runtime import resolve_precision
 from medres.segment.labels import probabilities_to_labels, segment_image
 from medres.synthetic.phantoms import (
     PHANTOM_LABELS,
+    centred_affine,
     make_ct_phantoms,
     random_anatomy,
     voxel_centres_ras,
@@ -99,12 +100,17 @@ WHOLE_PROCESS_SIZES = ((96, 96, 96), (256, 256, 192))  # start-up dominates / th
 HERE = Path(__file__).resolve().parent
 
 
-def phantom_volume(size: tuple[int, int, int]) -> torch.Tensor:
-    """A ``(1, X, Y, Z)`` normalised synthetic abdominal CT at 1.5 mm, centred on the phantom."""
-    affine = np.diag([SPACING_MM] * 3 + [1.0])
-    affine[:3, 3] = -(np.asarray(size) - 1) * SPACING_MM / 2
+def phantom_ct(size: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Hounsfield units of the benchmark's phantom at 1.5 mm on a grid centred on it, and the grid's affine."""
+    affine = centred_affine(size, SPACING_MM)
     hounsfield, _ = random_anatomy(np.random.default_rng(0), splenomegaly=False).sample(
         voxel_centres_ras(affine, size), np.random.default_rng(1))
+    return hounsfield, affine
+
+
+def phantom_volume(size: tuple[int, int, int]) -> torch.Tensor:
+    """A ``(1, X, Y, Z)`` normalised synthetic abdominal CT at 1.5 mm, centred on the phantom."""
+    hounsfield, _ = phantom_ct(size)
     return torch.from_numpy(normalize_intensities(hounsfield[None].astype(np.float32), UNTRAINED_CT))
 
 
@@ -193,10 +199,7 @@ def write_phantom_nifti(path: Path, size: tuple[int, int, int]) -> Path:
     """A gzipped int16 NIfTI of the phantom CT (Hounsfield units) at 1.5 mm, RAS+, centred on the phantom."""
     import nibabel as nib
 
-    affine = np.diag([SPACING_MM] * 3 + [1.0])
-    affine[:3, 3] = -(np.asarray(size) - 1) * SPACING_MM / 2
-    hounsfield, _ = random_anatomy(np.random.default_rng(0), splenomegaly=False).sample(
-        voxel_centres_ras(affine, size), np.random.default_rng(1))
+    hounsfield, affine = phantom_ct(size)
     nib.save(nib.Nifti1Image(np.round(hounsfield).astype(np.int16), affine), path)
     return path
 

@@ -29,7 +29,7 @@ from monai.inferers import sliding_window_inference
 from medres.inference.sliding_window import count_windows, sliding_window_logits
 from medres.metrics import dice
 from medres.models import load_checkpoint
-from medres.synthetic.phantoms import PHANTOM_LABELS, random_anatomy, voxel_centres_ras
+from medres.synthetic.phantoms import PHANTOM_LABELS, centred_affine, random_anatomy, voxel_centres_ras
 from medres.transforms.volume import normalize_intensities
 
 SIZE, SPACING_MM, SEEDS = (150, 130, 110), 2.5, (100, 101, 102, 103)
@@ -41,8 +41,7 @@ PAIRS = ((VARIANTS[0], "truth"), (VARIANTS[1], "truth"), (VARIANTS[2], "truth"),
 
 def wide_phantom(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Hounsfield units and labels of a random phantom on the wide grid."""
-    affine = np.diag([SPACING_MM] * 3 + [1.0])
-    affine[:3, 3] = -(np.asarray(SIZE) - 1) * SPACING_MM / 2
+    affine = centred_affine(SIZE, SPACING_MM)
     anatomy = random_anatomy(np.random.default_rng(seed), splenomegaly=seed % 2 == 1)
     hounsfield, labels = anatomy.sample(voxel_centres_ras(affine, SIZE), np.random.default_rng(seed + 100))
     return hounsfield, np.asarray(labels)

@@ -7,7 +7,7 @@ it, the plain script as a user would run it), alternating the variants so
 that load from other users of the machine hits them alike, after one warm-up
 run of each (so both find the libraries in the page cache), and keeps each
 run's wall time and, for ``medres``, the timing breakdown its JSON output
-records (see ``medres/score/timing.py``).
+records (see ``medres/timing.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from medres.timing import describe_parts
 
 ENTRY_POINTS_NOTE = ("`medres` (the console script) and `python -m medres` run the same command through "
                      "`medres.cli.main:console_main`, which ends the process once every output is written instead of "
@@ -93,12 +95,10 @@ def median_breakdown(timings: list[dict[str, Any]]) -> dict[str, dict[str, float
 
 
 def breakdown_text(timings: list[dict[str, Any]]) -> str:
-    """The median breakdown in one line per part, for a Markdown table cell or a paragraph."""
+    """The median breakdown on one line (in the words of ``--verbose``), for a table cell or a paragraph."""
     medians = median_breakdown(timings)
-    moments = ", ".join(f"{name.replace('_', ' ')} {value:.2f}"
-                        for name, value in sorted(medians["since_process_start"].items(), key=lambda item: item[1]))
-    stages = ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in medians["seconds"].items())
-    return f"s since the process started: {moments}; s per stage: {stages}"
+    moments = dict(sorted(medians["since_process_start"].items(), key=lambda item: item[1]))
+    return "; ".join(describe_parts({"since_process_start": moments, "seconds": medians["seconds"]}))
 
 
 def print_table(results: list[tuple[str, list[ProcessVariant]]], input_header: str) -> None:

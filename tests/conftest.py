@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,9 @@ def trained_seg_run(phantom_training_set: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_checkpoint(trained_seg_run: Path) -> Path:
     return trained_seg_run / "best.safetensors"
+
+
+def subprocess_environment() -> dict[str, str]:
+    """The test's environment plus one thread per process and the repository on the path."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}

@@ -10,7 +10,6 @@ itself), highdicom, streamlit.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, subprocess_environment
+
 SAMPLE_DATA = REPO / "sample_data"
 HEAVY = ("torch", "monai", "sklearn", "pandas", "matplotlib", "scipy.signal", "highdicom", "streamlit")
 RUN_AND_LIST_MODULES = """
@@ -34,10 +34,8 @@ print(json.dumps({"code": code, "modules": sorted(name for name in json.loads(sy
 
 def run_in_fresh_interpreter(argv: list[str], watched: tuple[str, ...] = HEAVY) -> tuple[int, list[str]]:
     """Run ``medres ARGV`` in a new interpreter; its exit code and which of ``watched`` it imported."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1",
-                   "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     result = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, json.dumps(argv), json.dumps(watched)],
-                            capture_output=True, text=True, env=environment, cwd=REPO, timeout=300)
+                            capture_output=True, text=True, env=subprocess_environment(), cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     return outcome["code"], outcome["modules"]

@@ -25,7 +25,7 @@ import medres
 # Lowest first. Each name is a top-level module or package of medres ("__init__" is medres/__init__.py,
 # which every import of medres runs first, so it must import nothing of medres above the bottom layer).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "errors", "atomic", "paths", "lazy"),
+    ("__init__", "errors", "atomic", "paths", "lazy", "timing"),
     ("io", "metrics"),
     ("models", "transforms", "runtime"),
     ("data", "synthetic", "explain", "inference"),

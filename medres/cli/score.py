@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"scored {counts.get('scored', 0)}, skipped {counts.get('skipped', 0)}, failed "
               f"{counts.get('failed', 0)} of {counts.get('files_found', 0)} files; tables in {summary.out_dir}")
         if args.verbose:
-            from medres.score.timing import describe
+            from medres.timing import describe
 
             print(describe(summary.run["timings"]))
     return summary.exit_code

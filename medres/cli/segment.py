@@ -59,7 +59,7 @@ def run_segment(args: argparse.Namespace) -> int:
     volumes = ", ".join(f"{name} {value:.1f} mL" for name, value in outputs.volumes_ml.items())
     print(f"volumes: {volumes} ({outputs.volumes_json})")
     if args.verbose:
-        from medres.score.timing import describe
+        from medres.timing import describe
 
         print(describe(outputs.timings))
     return 0

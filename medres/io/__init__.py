@@ -16,12 +16,13 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from medres.errors import NotDicomError, NotFoundError, TruncatedError
 from medres.io.budget import DEFAULT_SIZE_BUDGET
 from medres.io.detect import detect_format
 from medres.io.image import Image
+from medres.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from medres.io.nifti import write_labels_nifti
@@ -63,10 +64,4 @@ def read_image(path: str | os.PathLike[str], *, size_budget: int = DEFAULT_SIZE_
     return getattr(importlib.import_module(module_name), function_name)(path, size_budget=size_budget)
 
 
-def __getattr__(name: str) -> Any:
-    """``write_labels_nifti``, imported (with nibabel) when first asked for."""
-    if name == "write_labels_nifti":
-        from medres.io.nifti import write_labels_nifti
-
-        return write_labels_nifti
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"write_labels_nifti": "medres.io.nifti"})  # nibabel when first asked for

@@ -83,6 +83,16 @@ def read_metadata(path: Path) -> dict[str, str]:
     return metadata
 
 
+def safetensors_header_length(head: bytes) -> int | None:
+    """The header length a file's first 9 bytes declare, if they start like safetensors; else None.
+
+    Safetensors starts with its header's length (8 bytes, little-endian, at
+    most :data:`SAFETENSORS_MAX_HEADER_BYTES`) and the header's opening ``{``.
+    """
+    header_length = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    return header_length if 2 <= header_length <= SAFETENSORS_MAX_HEADER_BYTES and head[8:9] == b"{" else None
+
+
 def _header_length_from_first_bytes(head: bytes, size: int, path: Path) -> int:
     """The header length, after refusing pickles, zips and anything else that does not start like safetensors.
 
@@ -92,8 +102,8 @@ def _header_length_from_first_bytes(head: bytes, size: int, path: Path) -> int:
     read as a length far beyond any header, or byte 8 is not ``{``), and
     nothing is ever unpickled either way.
     """
-    header_length = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
-    if not (2 <= header_length <= SAFETENSORS_MAX_HEADER_BYTES and head[8:9] == b"{"):
+    header_length = safetensors_header_length(head)
+    if header_length is None:
         _refuse_as_not_safetensors(head, size, path)
     if 8 + header_length > size:
         raise TruncatedError(
@@ -176,4 +186,5 @@ def _check_data_size(header: Mapping[str, Any], data_size: int, path: Path) -> N
         raise CorruptError(f"{data_size - data_end} bytes follow the last tensor; the file is damaged", path=path)
 
 
-__all__ = ["CONVERSION_ADVICE", "check_safetensors_file", "read_header", "read_metadata"]
+__all__ = ["CONVERSION_ADVICE", "PICKLE_PROTOCOL_OPCODE", "ZIP_MAGIC", "check_safetensors_file", "read_header",
+           "read_metadata", "safetensors_header_length"]

@@ -35,6 +35,8 @@ from torch import nn
 
 # Layer classes by spatial dimensions (medres builds 2D and 3D networks).
 CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
+CONV_TRANSPOSE: dict[int, type[nn.Module]] = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+INSTANCE_NORM: dict[int, type[nn.Module]] = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 BATCH_NORM: dict[int, type[nn.Module]] = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 MAX_POOL: dict[int, type[nn.Module]] = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 AVG_POOL: dict[int, type[nn.Module]] = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
@@ -277,14 +279,13 @@ def convolution_block(spatial_dims: int, in_channels: int, out_channels: int, st
     (it has no weights and does nothing).
     """
     if transposed:
-        conv = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[spatial_dims](
-            in_channels, out_channels, kernel_size=3, stride=stride, padding=1, output_padding=stride - 1)
+        conv = CONV_TRANSPOSE[spatial_dims](in_channels, out_channels, kernel_size=3, stride=stride, padding=1,
+                                            output_padding=stride - 1)
     else:
         conv = CONV[spatial_dims](in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
     if conv_only:
         return nn.Sequential(OrderedDict([("conv", conv)]))
-    instance_norm = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[spatial_dims]
-    adn = nn.Sequential(OrderedDict([("N", instance_norm(out_channels)), ("A", nn.PReLU())]))
+    adn = nn.Sequential(OrderedDict([("N", INSTANCE_NORM[spatial_dims](out_channels)), ("A", nn.PReLU())]))
     return nn.Sequential(OrderedDict([("conv", conv), ("adn", adn)]))
 
 

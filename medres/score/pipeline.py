@@ -18,7 +18,7 @@ process imports the model's code and loads the checkpoint, so the workers
 decode while the model loads. Nothing is journaled for those files until the
 model has scored them, so a run killed during start-up resumes as any other.
 Where the time went (start-up moments, decode, inference, writing) is kept
-by a :class:`~medres.score.timing.StageClock` and written to ``run.json``.
+by a :class:`~medres.timing.StageClock` and written to ``run.json``.
 
 Under torchrun each rank takes every ``world_size``-th file of the walk,
 journals to its own file, and rank 0 writes the tables once all ranks are
@@ -53,8 +53,8 @@ from medres.score.pool import CrashIsolatingPool, Finished
 from medres.score.privacy import quiet_libraries
 from medres.score.report import RunStats, finish_run
 from medres.score.setup import RunSetup, ScoreConfig, load_model, prepare_run
-from medres.score.timing import StageClock
 from medres.score.worker import WorkerResult, initialize_worker, prepare_file
+from medres.timing import StageClock
 
 if TYPE_CHECKING:
     from medres.score.heatmaps import HeatmapWriter

@@ -22,7 +22,7 @@ from medres.score.outputs import (
     write_json_atomically,
 )
 from medres.score.setup import RunSetup
-from medres.score.timing import StageClock
+from medres.timing import StageClock
 
 EXIT_OK, EXIT_SOME_FAILED = 0, 3
 IDENTITY_DOCUMENTATION = (
@@ -117,7 +117,7 @@ def run_report(setup: RunSetup, all_stats: list[RunStats], counts: dict[str, int
 
     ``timings`` holds the wall time of the call (``wall_seconds``), of the
     scoring loop, the model and the tables, and (added by :func:`finish_run`)
-    the start-up moments and per-stage durations of :mod:`medres.score.timing`.
+    the start-up moments and per-stage durations of :mod:`medres.timing`.
 
     ``input_root`` is the scored folder, absolute and resolved: ``arguments.input_dir``
     is as typed, relative to wherever ``score`` ran, so readers of the folder

@@ -88,16 +88,18 @@ def segment_image(model: nn.Module, image: Image, settings: SlidingWindowSetting
     notes: list[str] = []
     mirror_axes = tta_mirror_axes(card, notes) if settings.tta else ()
 
-    resampled = not on_same_grid(volume.shape[1:], prepared.affine, image.spatial_shape, image.affine)
+    on_input_grid = on_same_grid(volume.shape[1:], prepared.affine, image.spatial_shape, image.affine)
 
     def run(device: torch.device, sw_batch_size: int) -> torch.Tensor:
+        """Labels where nothing is resampled, else the probabilities to resample."""
         place_model(model, device)
         logits = sliding_window_logits(model, volume, card.input_size, device, sw_batch_size, settings.overlap,
                                        settings.precision, mirror_axes, progress)
-        return activation(logits[None])[0].cpu() if resampled else logits_to_labels(logits)
+        return logits_to_labels(logits) if on_input_grid else activation(logits[None])[0].cpu()
 
     outputs = run_with_memory_fallback(run, settings.resolved_device(), settings.sw_batch_size, notes)
-    labels = probabilities_to_labels(outputs, prepared.affine, image.affine, image.spatial_shape) if resampled \
-        else outputs.numpy()
+    if on_input_grid:
+        labels = outputs.numpy()
+    else:
+        labels = probabilities_to_labels(outputs, prepared.affine, image.affine, image.spatial_shape)
     return SegmentationResult(labels, np.asarray(image.affine), tuple(card.labels), notes)
-

@@ -4,7 +4,7 @@ Outputs in ``out``: ``segmentation.nii.gz`` (on the input's grid, with the
 input's own affine and voxel order), ``segmentation.dcm`` with ``dicom_seg``
 (DICOM series inputs only), and ``volumes.json`` (mL per label, plus the
 settings, any memory fallbacks that happened, and where the time went: see
-:mod:`medres.score.timing`).
+:mod:`medres.timing`).
 
 The input is read in a background thread while the model is built and its
 weights loaded; reading (gzip, DICOM decoding) and building are mostly
@@ -28,8 +28,8 @@ from medres.io import Image, read_image
 from medres.io.nifti import write_labels_nifti
 from medres.metrics.volumes import label_volumes_ml
 from medres.models import ModelCard, load_checkpoint
-from medres.score.timing import StageClock
 from medres.segment.labels import SegmentationResult, segment_image
+from medres.timing import StageClock
 
 NIFTI_NAME, DICOM_SEG_NAME, VOLUMES_NAME = "segmentation.nii.gz", "segmentation.dcm", "volumes.json"
 

@@ -133,6 +133,13 @@ def _oblique_rotation() -> np.ndarray:
     return rotate_s @ rotate_r
 
 
+def centred_affine(shape: tuple[int, ...], spacing_mm: float) -> np.ndarray:
+    """An RAS+ affine of ``spacing_mm`` isotropic voxels whose grid is centred on the origin (the phantom's centre)."""
+    affine = np.diag([spacing_mm] * 3 + [1.0])
+    affine[:3, 3] = -(np.asarray(shape) - 1) * spacing_mm / 2
+    return affine
+
+
 def voxel_centres_ras(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """RAS mm of every voxel centre, ``shape + (3,)``."""
     indices = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(np.float64)

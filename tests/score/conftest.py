@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -80,10 +79,3 @@ def table_rows(out_dir: Path, name: str) -> list[dict[str, str]]:
 def all_output_bytes(out_dir: Path) -> bytes:
     """Every byte of every file in the output folder (journal, tables, run.json, key, heatmaps)."""
     return b"".join(path.read_bytes() for path in sorted(out_dir.rglob("*")) if path.is_file())
-
-
-def subprocess_environment() -> dict[str, str]:
-    """The test's environment plus one thread per process and the repository on the path."""
-    repo = str(Path(__file__).resolve().parents[2])
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [repo, *filter(None, [os.environ.get("PYTHONPATH")])])}

@@ -15,7 +15,8 @@ import pytest
 
 from medres.score import ScoreConfig, score_folder
 from medres.score.journal import Journal, read_records
-from tests.score.conftest import KEY, subprocess_environment, table_rows, write_junk, write_synthetic_dicoms
+from tests.conftest import subprocess_environment
+from tests.score.conftest import KEY, table_rows, write_junk, write_synthetic_dicoms
 
 N_KILLS = 5
 N_FILMS = 96

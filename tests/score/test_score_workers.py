@@ -13,7 +13,8 @@ import pytest
 import medres.score.worker as worker
 from medres.score import ScoreConfig, score_folder
 from medres.score.discover import shard, walk_folder
-from tests.score.conftest import KEY, subprocess_environment, table_rows, write_synthetic_dicoms
+from tests.conftest import subprocess_environment
+from tests.score.conftest import KEY, table_rows, write_synthetic_dicoms
 
 REPO = Path(__file__).resolve().parents[2]
 

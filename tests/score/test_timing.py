@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 
 from medres.cli.main import main
-from medres.score.timing import StageClock, describe, process_start_time
-from tests.score.conftest import subprocess_environment, write_synthetic_dicoms
+from medres.timing import StageClock, describe, process_start_time
+from tests.conftest import subprocess_environment
+from tests.score.conftest import write_synthetic_dicoms
 
 SLEEP_SECONDS = 0.6
 PROCESS_AGE = f"""
 import time
 time.sleep({SLEEP_SECONDS})
-from medres.score.timing import process_start_time
+from medres.timing import process_start_time
 started, source = process_start_time()
 print(time.time() - started, source)
 """

@@ -43,6 +43,7 @@ from medres.errors import (
     UsageError,
     library_message,
 )
+from medres.io.safetensors_header import PICKLE_PROTOCOL_OPCODE, ZIP_MAGIC, safetensors_header_length
 from medres.models.card import TORCHXRAYVISION_NORMALIZATION, ModelCard
 from medres.models.checkpoint import CARD_KEY, LoadReport, checkpoint_sha256, compare_state_dicts
 from medres.models.pretrained import safe_pickle
@@ -56,7 +57,6 @@ IMAGENET_CLASSES = 1000
 IMAGENET_LABELS: tuple[str, ...] = tuple(f"imagenet_{index:04d}" for index in range(IMAGENET_CLASSES))
 """Output names of a kept ImageNet head: the class index, as the published heads carry no names."""
 INITIALISATION_SEED = 0  # the new head is the same for the same file, so an import is reproducible
-SAFETENSORS_OPENING = b"{"
 
 
 def import_weights(path: StrPath, source: str, model: str | None = None, variant: str | None = None,
@@ -212,10 +212,10 @@ def _file_kind(path: Path) -> str:
     """
     with open(path, "rb") as stream:
         head = stream.read(9)
-    header_length = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
-    if head[8:9] == SAFETENSORS_OPENING and 2 <= header_length <= path.stat().st_size - 8:
+    header_length = safetensors_header_length(head)
+    if header_length is not None and header_length <= path.stat().st_size - 8:
         return "safetensors"
-    if head[:4] == safe_pickle.ZIP_MAGIC or head[:1] == bytes([safe_pickle.PICKLE_PROTOCOL_OPCODE]):
+    if head.startswith((ZIP_MAGIC, PICKLE_PROTOCOL_OPCODE)):
         return "torch"
     raise CorruptError("not a weights file: neither a torch.save file (.pth/.pt/.bin) nor safetensors", path=path)
 

@@ -36,10 +36,9 @@ from typing import Any, BinaryIO, Self
 import torch
 
 from medres.errors import CorruptError, MedresError, UnsafeCheckpointError, library_message
+from medres.io.safetensors_header import PICKLE_PROTOCOL_OPCODE, ZIP_MAGIC
 
 StrPath = str | PathLike[str]
-ZIP_MAGIC = b"PK\x03\x04"
-PICKLE_PROTOCOL_OPCODE = 0x80
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # the first pickle of torch's pre-1.6 (non-zip) format
 LEGACY_PROTOCOL_VERSION = 1001
 MAX_MODULE_DEPTH = 100
@@ -132,7 +131,7 @@ def load_object(path: StrPath) -> Any:
             stream.seek(0)
             if head == ZIP_MAGIC:
                 return _load_zip_format(stream, path)
-            if head[:1] == bytes([PICKLE_PROTOCOL_OPCODE]):
+            if head.startswith(PICKLE_PROTOCOL_OPCODE):
                 return _load_legacy_format(stream, path)
     except MedresError as error:
         if error.path is None:  # raised inside the unpickler, which does not know the file's name

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 MODULE_IMPORTED_AT = time.time()
-PROC_SOURCE, IMPORT_SOURCE = "/proc/self/stat", "first import of medres.score.timing"
+PROC_SOURCE, IMPORT_SOURCE = "/proc/self/stat", "first import of medres.timing"
 STARTTIME_FIELD = 21  # 0-based index of ``starttime`` among the fields of /proc/PID/stat (field 22 in proc(5))
 
 
@@ -110,12 +110,17 @@ class StageClock:
         }
 
 
-def describe(record: dict[str, Any]) -> str:
-    """The breakdown as ``--verbose`` prints it: two lines, moments then durations."""
+def describe_parts(record: dict[str, Any]) -> tuple[str, str]:
+    """The breakdown of a :meth:`StageClock.record` in words: its moments, then its durations."""
     moments = ", ".join(f"{name.replace('_', ' ')} {value:.2f}"
                         for name, value in record.get("since_process_start", {}).items())
     stages = ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in record.get("seconds", {}).items())
-    return f"timings, s since the process started: {moments}\ntimings, s per stage: {stages}"
+    return f"s since the process started: {moments}", f"s per stage: {stages}"
 
 
-__all__ = ["StageClock", "describe", "process_start_time"]
+def describe(record: dict[str, Any]) -> str:
+    """The breakdown as ``--verbose`` prints it: two lines, moments then durations."""
+    return "\n".join(f"timings, {part}" for part in describe_parts(record))
+
+
+__all__ = ["StageClock", "describe", "describe_parts", "process_start_time"]
